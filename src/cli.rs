@@ -1,0 +1,5 @@
+//! Command line: `demo`, `sandbox`.
+
+pub fn main() -> std::process::ExitCode {
+    std::process::ExitCode::SUCCESS
+}

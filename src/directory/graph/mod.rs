@@ -1,0 +1,14 @@
+//! Microsoft Graph v1.0: the few user, domain and organization calls the repair needs.
+
+mod client;
+mod error;
+mod model;
+mod token;
+
+pub use client::{GraphClient, GraphConfig};
+pub use error::GraphError;
+pub use model::{DirectoryRole, EntraDomain, EntraUser, UserPatch};
+
+/// Fields every user read names in `$select`: Graph returns `onPremisesImmutableId`,
+/// `onPremisesSyncEnabled` and `assignedLicenses` only when asked for.
+pub const USER_SELECT: &str = "id,userPrincipalName,displayName,mail,accountEnabled,onPremisesImmutableId,onPremisesSyncEnabled,assignedLicenses";

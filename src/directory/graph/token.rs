@@ -1,0 +1,1 @@
+//! Client-credentials token, cached and renewed before it expires.

@@ -1,0 +1,10 @@
+//! Okta management API: users, the Office 365 app's users and groups, mappings, provisioning.
+
+mod client;
+mod error;
+mod model;
+mod pacing;
+
+pub use client::{OktaClient, OktaConfig};
+pub use error::OktaError;
+pub use model::{AppGroup, AppUser, AppUserCredentials, AssignAppUser, Feature, OktaGroup, OktaUser, ProfileMapping};

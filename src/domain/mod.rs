@@ -1,0 +1,14 @@
+//! Validated newtypes for everything that crosses a boundary: parse once at the edge, trust after.
+
+mod ids;
+mod immutable_id;
+mod upn;
+
+pub use ids::{Actor, EntraObjectId, IdError, OktaUserId, RunId};
+pub use immutable_id::{ImmutableId, ImmutableIdError};
+pub use upn::{Upn, UpnError};
+
+/// Escape a value for use inside an OData string literal (`'…'`): a single quote is doubled.
+pub fn odata_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
