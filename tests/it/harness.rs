@@ -1,0 +1,1 @@
+//! Shared helpers: start the sandbox, build clients.

@@ -1,0 +1,1 @@
+//! The repair pipeline end to end against the sandbox.
