@@ -1,5 +1,129 @@
-//! Command line: `demo`, `sandbox`.
+//! Command line: `demo` and `sandbox`; parsing and wiring only.
 
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+use crate::config::Config;
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "o365-fixbot",
+    version,
+    about = "Repairs Okta → Office 365 ImmutableID mismatches from chat, with a two-person rule"
+)]
+struct Cli {
+    /// Configuration file; without it, the embedded sandbox configuration.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the sandbox tenant and tell the whole story in the terminal.
+    Demo {
+        /// Read chat events from standard input instead of the built-in story.
+        #[arg(long)]
+        stdin: bool,
+    },
+    /// Serve the sandbox tenant (Graph, token endpoint, Okta) until interrupted.
+    Sandbox {
+        /// Address to listen on (loopback by default).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn load_config(path: &Option<PathBuf>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Config::load(p),
+        None => Config::embedded_default(),
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let config = load_config(&cli.config)?;
+    match cli.command {
+        Command::Demo { stdin } => {
+            let script = if stdin {
+                let mut s = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut s)
+                    .context("cannot read standard input")?;
+                Some(s)
+            } else {
+                None
+            };
+            crate::demo::run(&config, script.as_deref(), &mut std::io::stdout()).await
+        }
+        Command::Sandbox { listen } => {
+            serve_sandbox(&config, listen.unwrap_or(config.sandbox.listen)).await
+        }
+    }
+}
+
+async fn serve_sandbox(config: &Config, listen: SocketAddr) -> anyhow::Result<()> {
+    let sandbox = crate::sandbox::Sandbox::start(crate::demo::sandbox_options(config, listen))
+        .await
+        .with_context(|| format!("could not serve the sandbox on {listen}"))?;
+    // The sandbox's own throwaway credentials go to files, never to the terminal.
+    let dir = config.store.data_dir.join("sandbox-secrets");
+    std::fs::create_dir_all(&dir)?;
+    let graph_file = dir.join("graph-client-secret");
+    let okta_file = dir.join("okta-api-token");
+    std::fs::write(&graph_file, sandbox.creds.client_secret.expose())?;
+    std::fs::write(&okta_file, sandbox.creds.okta_token.expose())?;
+    println!("sandbox tenant serving on {listen}");
+    println!("  graph.authority  = \"{}\"", sandbox.urls.authority);
+    println!("  graph.graph_base = \"{}\"", sandbox.urls.graph);
+    println!("  graph.tenant_id  = \"{}\"", sandbox.creds.tenant_id);
+    println!("  graph.client_id  = \"{}\"", sandbox.creds.client_id);
+    println!("  okta.org_url     = \"{}\"", sandbox.urls.okta);
+    println!("  okta.app_id      = \"{}\"", sandbox.creds.app_id);
+    println!(
+        "  export FIXBOT_GRAPH_CLIENT_SECRET_FILE={}",
+        graph_file.display()
+    );
+    println!(
+        "  export FIXBOT_OKTA_API_TOKEN_FILE={}",
+        okta_file.display()
+    );
+    println!("Ctrl-C to stop.");
+    tokio::signal::ctrl_c().await?;
+    Ok(())
 }

@@ -1,8 +1,10 @@
 //! o365-fixbot: repairs Okta → Office 365 ImmutableID mismatches from chat, with a two-person rule.
 
+pub mod approval;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod directory;
 pub mod domain;
 pub mod pipeline;

@@ -1,1 +1,4 @@
-//! placeholder
+//! Chat front ends: message rendering shared by all, and the console adapter.
+
+pub mod console;
+pub mod render;

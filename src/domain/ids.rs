@@ -14,7 +14,9 @@ pub enum IdError {
 }
 
 /// One repair request, from plan to outcome.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct RunId(Uuid);
 
 impl RunId {
@@ -57,7 +59,9 @@ impl fmt::Debug for RunId {
 }
 
 /// The Entra object id: the user's handle for the whole run, since the UPN changes mid-repair.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct EntraObjectId(String);
 
@@ -90,7 +94,9 @@ impl fmt::Display for EntraObjectId {
 }
 
 /// Okta's user id (`00u…`): letters and digits only, so it is safe in a URL path as is.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct OktaUserId(String);
 

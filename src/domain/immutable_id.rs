@@ -116,7 +116,10 @@ mod tests {
     #[test]
     fn test_vector_uses_dotnet_byte_order() {
         let g = Uuid::parse_str("35918bc9-196d-40ea-9779-889d79b753f0").unwrap();
-        assert_eq!(ImmutableId::from_guid(g).as_str(), "yYuRNW0Z6kCXeYidebdT8A==");
+        assert_eq!(
+            ImmutableId::from_guid(g).as_str(),
+            "yYuRNW0Z6kCXeYidebdT8A=="
+        );
         assert_eq!(
             ImmutableId::parse_input("35918bc9-196d-40ea-9779-889d79b753f0")
                 .unwrap()
@@ -152,7 +155,10 @@ mod tests {
     #[test]
     fn refusals() {
         assert_eq!(ImmutableId::parse_input(""), Err(ImmutableIdError::Empty));
-        assert_eq!(ImmutableId::parse_input("   "), Err(ImmutableIdError::Empty));
+        assert_eq!(
+            ImmutableId::parse_input("   "),
+            Err(ImmutableIdError::Empty)
+        );
         assert_eq!(
             ImmutableId::parse_input("ab$c"),
             Err(ImmutableIdError::ForbiddenChar('$'))

@@ -192,17 +192,32 @@ mod tests {
     fn refusals_name_the_problem() {
         assert_eq!(Upn::parse("  "), Err(UpnError::Empty));
         assert!(matches!(Upn::parse("adele"), Err(UpnError::MissingAt(_))));
-        assert!(matches!(Upn::parse("a@b@c.com"), Err(UpnError::MultipleAt(_))));
+        assert!(matches!(
+            Upn::parse("a@b@c.com"),
+            Err(UpnError::MultipleAt(_))
+        ));
         assert_eq!(
             Upn::parse("x' or 1 eq 1@contoso.com"),
             Err(UpnError::InvalidChar(' '))
         );
-        assert!(matches!(Upn::parse("x' or 1 eq 1"), Err(UpnError::MissingAt(_))));
-        assert!(matches!(Upn::parse(&"a".repeat(10_000)), Err(UpnError::TooLong { .. })));
-        assert!(matches!(Upn::parse("a@localhost"), Err(UpnError::InvalidDomain(_))));
+        assert!(matches!(
+            Upn::parse("x' or 1 eq 1"),
+            Err(UpnError::MissingAt(_))
+        ));
+        assert!(matches!(
+            Upn::parse(&"a".repeat(10_000)),
+            Err(UpnError::TooLong { .. })
+        ));
+        assert!(matches!(
+            Upn::parse("a@localhost"),
+            Err(UpnError::InvalidDomain(_))
+        ));
         assert_eq!(Upn::parse(".a@x.com"), Err(UpnError::BadDots));
         assert_eq!(Upn::parse("a\"b@x.com"), Err(UpnError::InvalidChar('"')));
-        assert_eq!(Upn::parse("a\u{0}b@x.com"), Err(UpnError::InvalidChar('\u{0}')));
+        assert_eq!(
+            Upn::parse("a\u{0}b@x.com"),
+            Err(UpnError::InvalidChar('\u{0}'))
+        );
     }
 
     #[test]

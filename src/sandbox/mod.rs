@@ -1,14 +1,32 @@
 //! The sandbox tenant: a stateful, simulated Entra token endpoint, Microsoft Graph and Okta API
 //! served over HTTP on 127.0.0.1, following `api-facts.md` wherever the repair depends on it.
 
+mod apps;
+mod clock;
+mod faults;
+mod graph;
+mod odata;
+mod okta;
+mod paging;
+mod patch;
+mod provisioning;
+mod ratelimit;
+mod reply;
+mod router;
 pub mod scenario;
+mod state;
+mod token;
 
 use crate::directory::graph::{EntraUser, GraphConfig};
-use crate::directory::okta::{AppUser, OktaConfig};
+use crate::directory::okta::{AppUser, AppUserCredentials, OktaConfig};
 use crate::directory::HttpSettings;
 use crate::secret::Secret;
-use std::net::SocketAddr;
-use std::time::Duration;
+use router::Shared;
+use serde_json::{Map, Value};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 use url::Url;
 
 /// What the Okta `immutableId` profile mapping does to an assignment's own value.
@@ -114,14 +132,73 @@ pub struct CallRecord {
     pub at_ms: u64,
 }
 
+/// A running sandbox tenant. The server stops when this is dropped.
 pub struct Sandbox {
     pub urls: SandboxUrls,
     pub creds: SandboxCredentials,
+    shared: Arc<Shared>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
 }
 
 impl Sandbox {
-    pub async fn start(_opts: SandboxOptions) -> anyhow::Result<Self> {
-        todo!()
+    /// Binds `opts.bind` and serves the token endpoint (`/login`), Graph (`/graph/v1.0`) and
+    /// Okta (`/okta`) on the current tokio runtime.
+    pub async fn start(opts: SandboxOptions) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(opts.bind).await?;
+        let mut addr = listener.local_addr()?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+        let origin = format!("http://{addr}");
+        let client_secret = format!("sbx~{}", clock::random_alnum(36));
+        let okta_token = format!("00{}", clock::random_alnum(40));
+        let state = scenario::build(
+            &opts,
+            &origin,
+            scenario::Secrets {
+                client_secret: client_secret.clone(),
+                okta_token: okta_token.clone(),
+            },
+        );
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            started: Instant::now(),
+        });
+        let app = axum::Router::new()
+            .fallback(router::handle)
+            .with_state(shared.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(Self {
+            urls: SandboxUrls {
+                authority: Url::parse(&format!("{origin}/login"))?,
+                graph: Url::parse(&format!("{origin}/graph/v1.0"))?,
+                okta: Url::parse(&format!("{origin}/okta"))?,
+            },
+            creds: SandboxCredentials {
+                tenant_id: scenario::TENANT_NAME.into(),
+                client_id: scenario::CLIENT_ID.into(),
+                client_secret: Secret::new(client_secret),
+                okta_token: Secret::new(okta_token),
+                app_id: scenario::APP_ID.into(),
+            },
+            shared,
+            shutdown: Some(tx),
+        })
     }
 
     pub fn graph_config(&self, http: HttpSettings) -> GraphConfig {
@@ -145,59 +222,99 @@ impl Sandbox {
         }
     }
 
-    pub fn inject(&self, _fault: Fault) {
-        todo!()
+    fn state(&self) -> std::sync::MutexGuard<'_, state::State> {
+        self.shared.lock()
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        self.state().faults.inject(fault);
     }
     pub fn clear_faults(&self) {
-        todo!()
+        self.state().faults.clear();
     }
-    pub fn set_latency(&self, _latency: Duration) {
-        todo!()
+    pub fn set_latency(&self, latency: Duration) {
+        self.state().latency = latency;
     }
-    pub fn set_graph_read_lag(&self, _lag: Duration) {
-        todo!()
+    pub fn set_graph_read_lag(&self, lag: Duration) {
+        self.state().graph_read_lag = lag;
     }
-    pub fn set_mapping(&self, _mode: MappingMode) {
-        todo!()
+    pub fn set_mapping(&self, mode: MappingMode) {
+        self.state().mapping = mode;
     }
     /// Every token issued so far is refused from now on (401 `InvalidAuthenticationToken`).
     pub fn expire_tokens(&self) {
-        todo!()
+        self.state().tokens.revoke_all();
     }
     /// Switch Okta's Deactivate capability, as an admin in the console would.
-    pub fn set_deactivate(&self, _enabled: bool) {
-        todo!()
+    pub fn set_deactivate(&self, enabled: bool) {
+        self.state().set_deactivate(enabled);
+    }
+    /// New Okta rate limits; every bucket starts a fresh window now.
+    pub fn set_okta_rate_limit(&self, limit: u32, window: Duration) {
+        self.state().rate = ratelimit::RateLimiter::new(limit, window);
+    }
+    /// Forget the calls recorded so far.
+    pub fn reset_calls(&self) {
+        self.state().calls.clear();
     }
 
     /// The Entra user as stored (no lag), by UPN (case-insensitive) or object id.
-    pub fn entra_user(&self, _upn_or_id: &str) -> Option<EntraUser> {
-        todo!()
+    pub fn entra_user(&self, upn_or_id: &str) -> Option<EntraUser> {
+        let st = self.state();
+        let i = st.entra_find_current(upn_or_id)?;
+        serde_json::from_value(Value::Object(st.entra[i].current.clone())).ok()
     }
     /// The Okta user id for a login.
-    pub fn okta_user_id(&self, _login: &str) -> Option<String> {
-        todo!()
+    pub fn okta_user_id(&self, login: &str) -> Option<String> {
+        let st = self.state();
+        st.okta_users
+            .iter()
+            .find(|u| {
+                state::prop_str(&u.profile, "login").is_some_and(|l| l.eq_ignore_ascii_case(login))
+            })
+            .map(|u| u.id.clone())
+    }
+    /// The Okta user's own profile (`login`, `email`, `firstName`, `lastName`, `o365ImmutableId`).
+    pub fn okta_user_profile(&self, okta_user_id: &str) -> Option<Map<String, Value>> {
+        let st = self.state();
+        st.okta_users
+            .iter()
+            .find(|u| u.id == okta_user_id)
+            .map(|u| u.profile.clone())
     }
     /// The Office 365 app user as stored.
-    pub fn okta_app_user(&self, _okta_user_id: &str) -> Option<AppUser> {
-        todo!()
+    pub fn okta_app_user(&self, okta_user_id: &str) -> Option<AppUser> {
+        let st = self.state();
+        let a = &st.app_users[st.app_user(okta_user_id)?];
+        Some(AppUser {
+            id: a.user_id.clone(),
+            scope: a.scope.clone(),
+            status: a.status.clone(),
+            sync_state: Some("SYNCHRONIZED".into()),
+            external_id: a.external_id.clone(),
+            credentials: Some(AppUserCredentials {
+                user_name: Some(a.user_name.clone()),
+            }),
+            profile: a.profile.clone(),
+        })
     }
     /// The provisioning capabilities object as stored.
     pub fn provisioning_capabilities(&self) -> serde_json::Value {
-        todo!()
+        self.state().capabilities.clone()
     }
     /// Every capabilities object accepted by a PUT, in order.
     pub fn provisioning_writes(&self) -> Vec<serde_json::Value> {
-        todo!()
+        self.state().provisioning_writes.clone()
     }
     /// Okta user ids deprovisioned in Office 365 by an unassign while Deactivate was enabled.
     pub fn deprovisions(&self) -> Vec<String> {
-        todo!()
+        self.state().deprovisions.clone()
     }
     pub fn calls(&self) -> Vec<CallRecord> {
-        todo!()
+        self.state().calls.clone()
     }
     /// Okta 429 answers served so far.
     pub fn okta_throttled(&self) -> u64 {
-        todo!()
+        self.state().okta_throttled
     }
 }

@@ -1,1 +1,213 @@
 //! Client-credentials token, cached and renewed before it expires.
+
+use super::GraphError;
+use crate::directory::retry::parse_retry_after;
+use crate::secret::Secret;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::Mutex;
+use url::Url;
+
+/// Renew when less than this (or 10% of the lifetime, whichever is less) is left, so a token
+/// never expires between being handed out and being checked by Graph.
+const RENEW_MARGIN: Duration = Duration::from_secs(300);
+
+/// A token-endpoint failure: either the credentials are refused (retrying cannot help) or the
+/// endpoint was unavailable (retry, maybe after `Retry-After`).
+pub(super) enum TokenFailure {
+    Refused(GraphError),
+    Unavailable {
+        error: GraphError,
+        after: Option<Duration>,
+    },
+}
+
+struct Cached {
+    token: Secret,
+    renew_at: Instant,
+}
+
+pub(super) struct TokenSource {
+    http: reqwest::Client,
+    url: Url,
+    client_id: String,
+    client_secret: Secret,
+    scope: String,
+    cached: Mutex<Option<Cached>>,
+    fetched: std::sync::atomic::AtomicU64,
+}
+
+#[derive(serde::Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+impl TokenSource {
+    pub(super) fn new(
+        http: reqwest::Client,
+        authority: &Url,
+        tenant: &str,
+        client_id: String,
+        client_secret: Secret,
+        scope: String,
+    ) -> anyhow::Result<Self> {
+        let mut url = authority.clone();
+        url.path_segments_mut()
+            .map_err(|_| anyhow::anyhow!("the authority URL `{authority}` cannot have a path"))?
+            .pop_if_empty()
+            .extend([tenant, "oauth2", "v2.0", "token"]);
+        Ok(Self {
+            http,
+            url,
+            client_id,
+            client_secret,
+            scope,
+            cached: Mutex::new(None),
+            fetched: Default::default(),
+        })
+    }
+
+    /// Tokens fetched so far.
+    pub(super) fn fetched(&self) -> u64 {
+        self.fetched.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A valid token: the cached one, or a fresh one. Concurrent callers wait for a single fetch.
+    pub(super) async fn get(&self, timeout: Duration) -> Result<Secret, TokenFailure> {
+        let mut cached = self.cached.lock().await;
+        if let Some(c) = cached.as_ref() {
+            if Instant::now() < c.renew_at {
+                return Ok(c.token.clone());
+            }
+        }
+        let (token, lifetime) = self.fetch(timeout).await?;
+        let margin = RENEW_MARGIN.min(lifetime / 10);
+        *cached = Some(Cached {
+            token: token.clone(),
+            renew_at: Instant::now() + lifetime.saturating_sub(margin),
+        });
+        Ok(token)
+    }
+
+    /// Graph refused `token`: forget it, unless another task already replaced it.
+    pub(super) async fn invalidate(&self, token: &Secret) {
+        let mut cached = self.cached.lock().await;
+        if cached.as_ref().is_some_and(|c| &c.token == token) {
+            *cached = None;
+        }
+    }
+
+    async fn fetch(&self, timeout: Duration) -> Result<(Secret, Duration), TokenFailure> {
+        self.fetched
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let form = [
+            ("client_id", self.client_id.as_str()),
+            ("client_secret", self.client_secret.expose()),
+            ("scope", self.scope.as_str()),
+            ("grant_type", "client_credentials"),
+        ];
+        let res = self
+            .http
+            .post(self.url.clone())
+            .timeout(timeout)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(&form)
+            .send()
+            .await;
+        let res = match res {
+            Ok(r) => r,
+            Err(e) => {
+                let error = if e.is_timeout() {
+                    GraphError::Timeout(timeout)
+                } else {
+                    GraphError::Transport(format!("token endpoint: {}", e.without_url()))
+                };
+                return Err(TokenFailure::Unavailable { error, after: None });
+            }
+        };
+        let status = res.status().as_u16();
+        let after = res
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let body = match res.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                let error = if e.is_timeout() {
+                    GraphError::Timeout(timeout)
+                } else {
+                    GraphError::Transport(format!("token endpoint: {}", e.without_url()))
+                };
+                return Err(TokenFailure::Unavailable { error, after: None });
+            }
+        };
+        tracing::debug!(
+            method = "POST",
+            path = self.url.path(),
+            status,
+            "graph token"
+        );
+        if (200..300).contains(&status) {
+            let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
+                TokenFailure::Refused(GraphError::Decode(format!("token response: {e}")))
+            })?;
+            if parsed.access_token.is_empty() {
+                return Err(TokenFailure::Refused(GraphError::Decode(
+                    "token response has an empty access_token".into(),
+                )));
+            }
+            let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3599).max(1));
+            return Ok((Secret::new(parsed.access_token), lifetime));
+        }
+        let (error, description) = self.describe(&body);
+        let auth = GraphError::Auth {
+            status,
+            error,
+            description,
+        };
+        if status == 429 || status >= 500 {
+            Err(TokenFailure::Unavailable { error: auth, after })
+        } else {
+            Err(TokenFailure::Refused(auth))
+        }
+    }
+
+    /// The OAuth error (`{error, error_description}`) or a Graph-style envelope, with the secret
+    /// scrubbed in case an endpoint ever echoes the request.
+    fn describe(&self, body: &[u8]) -> (String, String) {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let (error, description) = match v.get("error") {
+            Some(serde_json::Value::String(e)) => (
+                e.clone(),
+                v.get("error_description")
+                    .and_then(|d| d.as_str())
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+            Some(obj @ serde_json::Value::Object(_)) => (
+                obj.get("code")
+                    .and_then(|c| c.as_str())
+                    .unwrap_or("unknown")
+                    .to_owned(),
+                obj.get("message")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+            _ => (
+                "unknown".to_owned(),
+                String::from_utf8_lossy(body).chars().take(300).collect(),
+            ),
+        };
+        let secret = self.client_secret.expose();
+        if secret.is_empty() {
+            return (error, description);
+        }
+        (
+            error.replace(secret, "[redacted]"),
+            description.replace(secret, "[redacted]"),
+        )
+    }
+}

@@ -1,10 +1,42 @@
 //! The Okta client: SSWS auth, pacing, 429 retry, pagination, typed errors.
 
-use super::{AppGroup, AppUser, AssignAppUser, Feature, OktaError, OktaGroup, OktaUser, ProfileMapping};
+use super::pacing::{bucket_of, Pacer, RateHeaders, RESET_MARGIN};
+use super::{
+    AppGroup, AppUser, AssignAppUser, Feature, OktaError, OktaGroup, OktaUser, ProfileMapping,
+};
+use crate::directory::retry::{self, epoch_now, parse_retry_after, Attempt, AttemptCtx, GiveUp};
 use crate::directory::{HttpSettings, Reply};
 use crate::domain::OktaUserId;
 use crate::secret::Secret;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::Semaphore;
 use url::Url;
+
+/// Everything but RFC 3986 unreserved characters and `@`. `url`'s own segment encoding leaves
+/// `+` raw, which servers that decode paths like form fields read as a space; logins such as
+/// `first+tag@x.com` must reach Okta intact.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'@');
+
+/// Page size for list calls (Okta's maximum for most lists is 200).
+pub const PAGE_LIMIT: u32 = 200;
+
+/// Bounds `Link: rel="next"` loops.
+const MAX_PAGES: usize = 1_000;
+
+/// Requests in flight at once. Okta also limits concurrent requests per org (~75), shared with
+/// every other integration; staying well below keeps a burst of repairs from tripping it.
+const MAX_CONCURRENT: usize = 32;
 
 #[derive(Debug, Clone)]
 pub struct OktaConfig {
@@ -18,73 +50,652 @@ pub struct OktaConfig {
 
 #[derive(Clone)]
 pub struct OktaClient {
-    _todo: (),
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    org: Url,
+    token: Secret,
+    app_id: String,
+    settings: HttpSettings,
+    pacer: Pacer,
+    concurrency: Semaphore,
+    calls: AtomicU64,
+    throttled: AtomicU64,
+}
+
+/// Which failures a request may be retried after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// GET, PUT, DELETE: sending twice has the effect of sending once.
+    Idempotent,
+    /// POST assign: only when the first request surely was not acted on (429, no connection),
+    /// and 503: assigning an already assigned user updates that assignment in Okta, so a
+    /// repeat after a 503 the server may have half-processed is harmless.
+    Assign,
+}
+
+struct Raw {
+    body: Vec<u8>,
+    headers: HeaderMap,
+    request_id: Option<String>,
+}
+
+/// What a call learned across its attempts.
+#[derive(Default)]
+struct CallState {
+    /// An attempt may have been acted on without our seeing the answer (timeout, 504, lost
+    /// connection).
+    ambiguous: AtomicBool,
 }
 
 impl OktaClient {
-    pub fn new(_config: OktaConfig) -> anyhow::Result<Self> {
-        todo!()
+    pub fn new(config: OktaConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !config.org_url.cannot_be_a_base(),
+            "the Okta org URL `{}` cannot have a path",
+            config.org_url
+        );
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("o365-fixbot/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                org: config.org_url,
+                token: config.api_token,
+                app_id: config.app_id,
+                settings: config.http,
+                pacer: Pacer::default(),
+                concurrency: Semaphore::new(MAX_CONCURRENT),
+                calls: AtomicU64::new(0),
+                throttled: AtomicU64::new(0),
+            }),
+        })
     }
 
     pub fn app_id(&self) -> &str {
-        todo!()
+        &self.inner.app_id
+    }
+
+    /// Times a request waited for a rate-limit window to reset instead of being sent.
+    pub fn throttle_waits(&self) -> u64 {
+        self.inner.pacer.waits()
+    }
+
+    /// 429 answers received (each was waited out and retried while the budget allowed).
+    pub fn retried_429(&self) -> u64 {
+        self.inner.throttled.load(Ordering::Relaxed)
+    }
+
+    /// HTTP requests sent to Okta so far.
+    pub fn calls(&self) -> u64 {
+        self.inner.calls.load(Ordering::Relaxed)
     }
 
     /// `GET /api/v1/users/{id or login}` (login URL-encoded); `None` on 404 `E0000007`.
-    pub async fn user(&self, _id_or_login: &str) -> Result<Reply<Option<OktaUser>>, OktaError> {
-        todo!()
+    pub async fn user(&self, id_or_login: &str) -> Result<Reply<Option<OktaUser>>, OktaError> {
+        self.get_optional(self.url(&["users", id_or_login])).await
     }
 
     /// `GET /api/v1/users/{id}/groups`, all pages.
-    pub async fn user_groups(&self, _user: &OktaUserId) -> Result<Reply<Vec<OktaGroup>>, OktaError> {
-        todo!()
+    pub async fn user_groups(&self, user: &OktaUserId) -> Result<Reply<Vec<OktaGroup>>, OktaError> {
+        let mut url = self.url(&["users", user.as_str(), "groups"]);
+        url.query_pairs_mut()
+            .append_pair("limit", &PAGE_LIMIT.to_string());
+        self.get_all(url).await
     }
 
     /// `GET /api/v1/apps/{appId}/users/{userId}`; `None` on 404.
-    pub async fn app_user(&self, _user: &OktaUserId) -> Result<Reply<Option<AppUser>>, OktaError> {
-        todo!()
+    pub async fn app_user(&self, user: &OktaUserId) -> Result<Reply<Option<AppUser>>, OktaError> {
+        let url = self.url(&["apps", &self.inner.app_id, "users", user.as_str()]);
+        self.get_optional(url).await
     }
 
     /// The app user whose `credentials.userName` equals `user_name` (case-insensitive), searching
     /// `GET /api/v1/apps/{appId}/users?q=…` over all pages.
     pub async fn app_user_by_user_name(
         &self,
-        _user_name: &str,
+        user_name: &str,
     ) -> Result<Reply<Option<AppUser>>, OktaError> {
-        todo!()
+        let reply = self.list_app_users(Some(user_name), PAGE_LIMIT).await?;
+        Ok(reply.map(|users| {
+            users.into_iter().find(|u| {
+                u.user_name()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(user_name))
+            })
+        }))
+    }
+
+    /// `GET /api/v1/apps/{appId}/users[?q=…]&limit={limit}`, all pages.
+    pub async fn list_app_users(
+        &self,
+        q: Option<&str>,
+        limit: u32,
+    ) -> Result<Reply<Vec<AppUser>>, OktaError> {
+        let mut url = self.url(&["apps", &self.inner.app_id, "users"]);
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(q) = q {
+                query.append_pair("q", q);
+            }
+            query.append_pair("limit", &limit.max(1).to_string());
+        }
+        self.get_all(url).await
     }
 
     /// `GET /api/v1/apps/{appId}/groups`, all pages.
     pub async fn app_groups(&self) -> Result<Reply<Vec<AppGroup>>, OktaError> {
-        todo!()
+        let mut url = self.url(&["apps", &self.inner.app_id, "groups"]);
+        url.query_pairs_mut()
+            .append_pair("limit", &PAGE_LIMIT.to_string());
+        self.get_all(url).await
     }
 
     /// `DELETE /api/v1/apps/{appId}/users/{userId}?sendEmail=false`.
-    pub async fn unassign(&self, _user: &OktaUserId) -> Result<Reply<()>, OktaError> {
-        todo!()
+    pub async fn unassign(&self, user: &OktaUserId) -> Result<Reply<()>, OktaError> {
+        let mut url = self.url(&["apps", &self.inner.app_id, "users", user.as_str()]);
+        url.query_pairs_mut().append_pair("sendEmail", "false");
+        let state = CallState::default();
+        match self
+            .call(Method::DELETE, url, None, Retry::Idempotent, &state)
+            .await
+        {
+            Ok(raw) => Ok(Reply {
+                value: (),
+                request_id: raw.request_id,
+            }),
+            // An earlier attempt went unanswered and this one finds the assignment gone: that
+            // attempt did the unassign.
+            Err(OktaError::Api {
+                status: 404,
+                code,
+                request_id,
+                ..
+            }) if code == "E0000007" && state.ambiguous.load(Ordering::SeqCst) => {
+                tracing::debug!("okta unassign: 404 after an unanswered attempt, taken as done");
+                Ok(Reply {
+                    value: (),
+                    request_id,
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// `POST /api/v1/apps/{appId}/users`.
-    pub async fn assign(&self, _body: &AssignAppUser) -> Result<Reply<AppUser>, OktaError> {
-        todo!()
+    pub async fn assign(&self, body: &AssignAppUser) -> Result<Reply<AppUser>, OktaError> {
+        let url = self.url(&["apps", &self.inner.app_id, "users"]);
+        let body = serde_json::to_vec(body).map_err(|e| OktaError::Decode(e.to_string()))?;
+        let raw = self
+            .call(
+                Method::POST,
+                url,
+                Some(body),
+                Retry::Assign,
+                &CallState::default(),
+            )
+            .await?;
+        decode_reply(raw)
     }
 
     /// Mappings whose target is the app (`GET /api/v1/mappings?targetId={appId}`), each fetched
     /// in full (`GET /api/v1/mappings/{id}`) so `properties` is filled.
     pub async fn mappings_into_app(&self) -> Result<Reply<Vec<ProfileMapping>>, OktaError> {
-        todo!()
+        let mut url = self.url(&["mappings"]);
+        url.query_pairs_mut()
+            .append_pair("targetId", &self.inner.app_id)
+            .append_pair("limit", &PAGE_LIMIT.to_string());
+        let list: Reply<Vec<ProfileMapping>> = self.get_all(url).await?;
+        let mut full = Vec::with_capacity(list.value.len());
+        for m in &list.value {
+            let one: Reply<ProfileMapping> = self.get(self.url(&["mappings", &m.id])).await?;
+            full.push(one.value);
+        }
+        Ok(Reply {
+            value: full,
+            request_id: list.request_id,
+        })
     }
 
     /// `GET /api/v1/apps/{appId}/features/USER_PROVISIONING`.
     pub async fn provisioning(&self) -> Result<Reply<Feature>, OktaError> {
-        todo!()
+        self.get(self.feature_url()).await
     }
 
     /// `PUT /api/v1/apps/{appId}/features/USER_PROVISIONING` with the capabilities object only.
     pub async fn set_provisioning(
         &self,
-        _capabilities: &serde_json::Value,
+        capabilities: &serde_json::Value,
     ) -> Result<Reply<Feature>, OktaError> {
-        todo!()
+        let body =
+            serde_json::to_vec(capabilities).map_err(|e| OktaError::Decode(e.to_string()))?;
+        let raw = self
+            .call(
+                Method::PUT,
+                self.feature_url(),
+                Some(body),
+                Retry::Idempotent,
+                &CallState::default(),
+            )
+            .await?;
+        decode_reply(raw)
+    }
+
+    fn feature_url(&self) -> Url {
+        self.url(&["apps", &self.inner.app_id, "features", "USER_PROVISIONING"])
+    }
+
+    /// `{org}/api/v1/{segments…}`, each segment percent-encoded (a login's `'`, `#`, `/`, `+`).
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.inner.org.clone();
+        let mut path = url.path().trim_end_matches('/').to_owned();
+        path.push_str("/api/v1");
+        for s in segments {
+            path.push('/');
+            path.extend(utf8_percent_encode(s, SEGMENT));
+        }
+        // `set_path` keeps existing escapes, so each segment arrives exactly as encoded here.
+        url.set_path(&path);
+        url
+    }
+
+    async fn get<T: DeserializeOwned>(&self, url: Url) -> Result<Reply<T>, OktaError> {
+        let raw = self
+            .call(
+                Method::GET,
+                url,
+                None,
+                Retry::Idempotent,
+                &CallState::default(),
+            )
+            .await?;
+        decode_reply(raw)
+    }
+
+    async fn get_optional<T: DeserializeOwned>(
+        &self,
+        url: Url,
+    ) -> Result<Reply<Option<T>>, OktaError> {
+        match self.get(url).await {
+            Ok(r) => Ok(r.map(Some)),
+            Err(OktaError::Api {
+                status: 404,
+                code,
+                request_id,
+                ..
+            }) if code == "E0000007" => Ok(Reply {
+                value: None,
+                request_id,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every page, following `Link: <…>; rel="next"` on the org's own host only: the API token
+    /// must never go anywhere else.
+    async fn get_all<T: DeserializeOwned>(&self, first: Url) -> Result<Reply<Vec<T>>, OktaError> {
+        let mut url = first;
+        let mut out = Vec::new();
+        let mut request_id = None;
+        for _ in 0..MAX_PAGES {
+            let raw = self
+                .call(
+                    Method::GET,
+                    url.clone(),
+                    None,
+                    Retry::Idempotent,
+                    &CallState::default(),
+                )
+                .await?;
+            if request_id.is_none() {
+                request_id = raw.request_id.clone();
+            }
+            let page: Vec<T> = decode(&raw.body)?;
+            out.extend(page);
+            let Some(next) = next_link(&raw.headers) else {
+                return Ok(Reply {
+                    value: out,
+                    request_id,
+                });
+            };
+            let next = url
+                .join(&next)
+                .map_err(|e| OktaError::Decode(format!("bad Link rel=next: {e}")))?;
+            if next.origin() != self.inner.org.origin() {
+                return Err(OktaError::Decode(format!(
+                    "Link rel=next points to another host ({})",
+                    next.origin().ascii_serialization()
+                )));
+            }
+            url = next;
+        }
+        Err(OktaError::Decode(format!(
+            "more than {MAX_PAGES} pages; stopped following Link rel=next"
+        )))
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+        retry: Retry,
+        state: &CallState,
+    ) -> Result<Raw, OktaError> {
+        retry::run(
+            &self.inner.settings,
+            |ctx| self.attempt(&method, &url, body.as_deref(), retry, state, ctx),
+            |g: GiveUp, last: OktaError| match last {
+                OktaError::Timeout(_) if g.deadline => OktaError::Timeout(g.elapsed),
+                last => OktaError::Exhausted {
+                    attempts: g.attempts,
+                    elapsed: g.elapsed,
+                    last: last.to_string(),
+                },
+            },
+        )
+        .await
+    }
+
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: Option<&[u8]>,
+        retry: Retry,
+        state: &CallState,
+        ctx: AttemptCtx,
+    ) -> Attempt<Raw, OktaError> {
+        let bucket = bucket_of(url.path());
+        let paced = async {
+            let permit = self.inner.pacer.reserve(&bucket).await;
+            let slot = self.inner.concurrency.acquire().await;
+            (permit, slot)
+        };
+        let Ok((permit, _slot)) = tokio::time::timeout_at(ctx.deadline.into(), paced).await else {
+            // The rate-limit window resets after the call's deadline: nothing was sent.
+            return Attempt::Retry {
+                error: OktaError::Timeout(self.inner.settings.call_deadline),
+                after: None,
+            };
+        };
+        let timeout = ctx.timeout_now(self.inner.settings.request_timeout);
+        let mut req = self
+            .inner
+            .http
+            .request(method.clone(), url.clone())
+            .timeout(timeout)
+            .header(
+                reqwest::header::AUTHORIZATION,
+                format!("SSWS {}", self.inner.token.expose()),
+            )
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(b) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b.to_vec());
+        }
+        self.inner.calls.fetch_add(1, Ordering::Relaxed);
+        let res = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return transport_failure(e, retry, state, ctx, timeout, method, url),
+        };
+        let status = res.status();
+        let headers = res.headers().clone();
+        let rate = RateHeaders::from_headers(&headers);
+        permit.finish(rate);
+        let request_id = header_str(&headers, "x-okta-request-id");
+        let body = match res.bytes().await {
+            Ok(b) => b.to_vec(),
+            Err(e) => return transport_failure(e, retry, state, ctx, timeout, method, url),
+        };
+        tracing::debug!(
+            method = %method,
+            path = url.path(),
+            status = status.as_u16(),
+            request_id = request_id.as_deref().unwrap_or("-"),
+            attempt = ctx.number,
+            "okta call"
+        );
+        if status.is_success() {
+            return Attempt::Done(Ok(Raw {
+                body,
+                headers,
+                request_id,
+            }));
+        }
+        let error = api_error(status, &body, request_id);
+        let retry_after = header_str(&headers, "retry-after")
+            .and_then(|v| parse_retry_after(&v, SystemTime::now()));
+        match status.as_u16() {
+            429 => {
+                self.inner.throttled.fetch_add(1, Ordering::Relaxed);
+                self.inner.pacer.note_throttled(&bucket, rate);
+                let until_reset = rate.map(|r| {
+                    let wake = r.reset as f64 + RESET_MARGIN.as_secs_f64();
+                    Duration::from_secs_f64((wake - epoch_now()).max(0.0))
+                });
+                Attempt::Retry {
+                    error,
+                    after: retry_after.or(until_reset),
+                }
+            }
+            503 => Attempt::Retry {
+                error,
+                after: retry_after,
+            },
+            504 if retry == Retry::Idempotent => {
+                state.ambiguous.store(true, Ordering::SeqCst);
+                Attempt::Retry {
+                    error,
+                    after: retry_after,
+                }
+            }
+            _ => Attempt::Done(Err(error)),
+        }
+    }
+}
+
+fn transport_failure<T>(
+    e: reqwest::Error,
+    retry: Retry,
+    state: &CallState,
+    ctx: AttemptCtx,
+    timeout: Duration,
+    method: &Method,
+    url: &Url,
+) -> Attempt<T, OktaError> {
+    // Without the URL: it may carry a login in the query.
+    let e = e.without_url();
+    tracing::debug!(method = %method, path = url.path(), attempt = ctx.number, error = %e, "okta call failed");
+    let not_sent = e.is_connect();
+    let error = if e.is_timeout() {
+        OktaError::Timeout(timeout)
+    } else {
+        OktaError::Transport(e.to_string())
+    };
+    if !not_sent {
+        state.ambiguous.store(true, Ordering::SeqCst);
+    }
+    match retry {
+        Retry::Idempotent => Attempt::Retry { error, after: None },
+        Retry::Assign if not_sent => Attempt::Retry { error, after: None },
+        Retry::Assign => Attempt::Done(Err(error)),
+    }
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, OktaError> {
+    serde_json::from_slice(body).map_err(|e| OktaError::Decode(e.to_string()))
+}
+
+fn decode_reply<T: DeserializeOwned>(raw: Raw) -> Result<Reply<T>, OktaError> {
+    Ok(Reply {
+        value: decode(&raw.body)?,
+        request_id: raw.request_id,
+    })
+}
+
+/// `{errorCode, errorSummary, errorLink, errorId, errorCauses[]}`; the `X-Okta-Request-Id`
+/// header wins, `errorId` fills in.
+fn api_error(status: StatusCode, body: &[u8], header_request_id: Option<String>) -> OktaError {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+    let mut summary = field("errorSummary").unwrap_or_else(|| {
+        String::from_utf8_lossy(body)
+            .chars()
+            .take(300)
+            .collect::<String>()
+    });
+    let causes: Vec<&str> = v
+        .get("errorCauses")
+        .and_then(|c| c.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.get("errorSummary").and_then(|s| s.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !causes.is_empty() {
+        summary = format!("{summary} ({})", causes.join("; "));
+    }
+    OktaError::Api {
+        status: status.as_u16(),
+        code: field("errorCode").unwrap_or_else(|| format!("HTTP{}", status.as_u16())),
+        summary,
+        request_id: header_request_id.or_else(|| field("errorId")),
+    }
+}
+
+/// The `rel="next"` target among all `Link` headers, each of which may hold several
+/// comma-separated `<uri>; param=value` entries.
+pub fn next_link(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(reqwest::header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(link_entries)
+        .find(|(_, rels)| rels.iter().any(|r| r.eq_ignore_ascii_case("next")))
+        .map(|(uri, _)| uri)
+}
+
+/// `<uri>; rel="a b"; x=y, <uri2>; rel=c` → `[(uri, [a, b]), (uri2, [c])]`. Commas inside `<…>`
+/// or quotes do not split entries.
+fn link_entries(value: &str) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut rest = value;
+    loop {
+        let Some(start) = rest.find('<') else {
+            return out;
+        };
+        let Some(end) = rest[start..].find('>') else {
+            return out;
+        };
+        let uri = rest[start + 1..start + end].trim().to_owned();
+        rest = &rest[start + end + 1..];
+        // Parameters run until the next comma outside quotes.
+        let mut in_quotes = false;
+        let mut cut = rest.len();
+        for (i, c) in rest.char_indices() {
+            match c {
+                '"' => in_quotes = !in_quotes,
+                ',' if !in_quotes => {
+                    cut = i;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let params = &rest[..cut];
+        rest = &rest[cut..];
+        let rels = params
+            .split(';')
+            .filter_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                k.trim()
+                    .eq_ignore_ascii_case("rel")
+                    .then(|| v.trim().trim_matches('"').to_owned())
+            })
+            .flat_map(|v| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .collect();
+        out.push((uri, rels));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> OktaClient {
+        OktaClient::new(OktaConfig {
+            org_url: Url::parse("https://example.okta.com").unwrap(),
+            api_token: Secret::new("t"),
+            app_id: "0oa1".into(),
+            http: HttpSettings::default(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn logins_are_encoded_as_one_segment() {
+        let c = client();
+        assert_eq!(
+            c.url(&["users", "o'brien#1/x@contoso.com"]).path(),
+            "/api/v1/users/o%27brien%231%2Fx@contoso.com"
+        );
+        assert_eq!(
+            c.url(&["users", "a+b@x.com"]).path(),
+            "/api/v1/users/a%2Bb@x.com"
+        );
+        assert_eq!(
+            c.url(&["users", "a b?@x.com"]).path(),
+            "/api/v1/users/a%20b%3F@x.com"
+        );
+    }
+
+    #[test]
+    fn link_header_with_several_entries() {
+        let mut h = HeaderMap::new();
+        h.append(
+            "link",
+            r#"<https://x.okta.com/api/v1/users?limit=2>; rel="self", <https://x.okta.com/api/v1/users?after=a,b&limit=2>; rel="next""#
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            next_link(&h).as_deref(),
+            Some("https://x.okta.com/api/v1/users?after=a,b&limit=2")
+        );
+        let mut h = HeaderMap::new();
+        h.append("link", "<https://x/a>; rel=\"self\"".parse().unwrap());
+        assert_eq!(next_link(&h), None);
+        h.append(
+            "link",
+            "<https://x/b>; title=\"a, b\"; rel=next".parse().unwrap(),
+        );
+        assert_eq!(next_link(&h).as_deref(), Some("https://x/b"));
+        let mut h = HeaderMap::new();
+        h.append("link", "<https://x/c>; rel=\"prev next\"".parse().unwrap());
+        assert_eq!(next_link(&h).as_deref(), Some("https://x/c"));
+    }
+
+    #[test]
+    fn okta_error_object() {
+        let body = br#"{"errorCode":"E0000046","errorSummary":"cannot unassign","errorId":"oae1","errorCauses":[{"errorSummary":"group"}]}"#;
+        let e = api_error(StatusCode::FORBIDDEN, body, None);
+        assert_eq!(e.code(), Some("E0000046"));
+        assert_eq!(e.request_id(), Some("oae1"));
+        assert!(e.to_string().contains("cannot unassign (group)"));
+        let e = api_error(StatusCode::FORBIDDEN, body, Some("req".into()));
+        assert_eq!(e.request_id(), Some("req"));
     }
 }

@@ -7,4 +7,7 @@ mod pacing;
 
 pub use client::{OktaClient, OktaConfig};
 pub use error::OktaError;
-pub use model::{AppGroup, AppUser, AppUserCredentials, AssignAppUser, Feature, OktaGroup, OktaUser, ProfileMapping};
+pub use model::{
+    AppGroup, AppUser, AppUserCredentials, AssignAppUser, Feature, OktaGroup, OktaUser,
+    ProfileMapping,
+};

@@ -58,7 +58,9 @@ impl AppUser {
             .filter(|s| !s.is_empty())
     }
     pub fn user_name(&self) -> Option<&str> {
-        self.credentials.as_ref().and_then(|c| c.user_name.as_deref())
+        self.credentials
+            .as_ref()
+            .and_then(|c| c.user_name.as_deref())
     }
 }
 

@@ -1,2 +1,368 @@
 //! Pacing by `X-Rate-Limit-Remaining` / `X-Rate-Limit-Reset`: wait for the reset instead of
 //! running into 429.
+//!
+//! Every request reserves a slot in its bucket first. The local count is decremented at
+//! reservation, so a hundred tasks sharing one client do not all go through on the same stale
+//! `Remaining`; each response then re-syncs the bucket from its headers.
+
+use crate::directory::retry::epoch_now;
+use reqwest::header::HeaderMap;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// `X-Rate-Limit-Reset` has whole-second resolution: waking right at the stated second can still
+/// land in the old window.
+pub const RESET_MARGIN: Duration = Duration::from_millis(1_000);
+
+/// How long a task waits for news (a response re-syncing the bucket) before looking again.
+const NEWS_POLL: Duration = Duration::from_millis(250);
+
+/// The rate-limit headers of one response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateHeaders {
+    pub limit: u32,
+    pub remaining: u32,
+    /// Epoch seconds.
+    pub reset: u64,
+}
+
+impl RateHeaders {
+    pub fn from_headers(h: &HeaderMap) -> Option<Self> {
+        let num = |name: &str| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        Some(Self {
+            limit: num("x-rate-limit-limit")?.min(u64::from(u32::MAX)) as u32,
+            remaining: num("x-rate-limit-remaining")?.min(u64::from(u32::MAX)) as u32,
+            reset: num("x-rate-limit-reset")?,
+        })
+    }
+}
+
+/// The bucket of an Okta path: `/api/v1/{resource}` (`/api/v1/users`, `/api/v1/apps`, …).
+pub fn bucket_of(path: &str) -> String {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.windows(2).position(|w| w == ["api", "v1"]) {
+        Some(i) => match segs.get(i + 2) {
+            Some(res) => format!("/api/v1/{res}"),
+            None => "/api/v1".to_owned(),
+        },
+        None => format!("/{}", segs.first().copied().unwrap_or_default()),
+    }
+}
+
+#[derive(Debug, Default)]
+struct Bucket {
+    /// From the last headers; `None` until a response named it.
+    known: Option<Window>,
+    /// Reserved and not yet answered.
+    in_flight: u32,
+    /// We already assumed a fresh window after `reset` passed; wait for headers before assuming
+    /// again.
+    refilled: bool,
+    /// A response came without rate-limit headers: nothing to pace by, so do not hold requests
+    /// back waiting for headers that may never come.
+    headerless: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    limit: u32,
+    /// Locally counted: the server's figure minus our reservations since.
+    remaining: u32,
+    reset: u64,
+}
+
+#[derive(Default)]
+struct Shared {
+    buckets: Mutex<HashMap<String, Bucket>>,
+    news: Notify,
+    waits: AtomicU64,
+}
+
+/// Shared by all clones of one Okta client.
+#[derive(Clone, Default)]
+pub struct Pacer {
+    shared: Arc<Shared>,
+}
+
+/// A reserved slot: hand it the response headers with [`Permit::finish`]; dropping it (transport
+/// error, cancelled task) just releases it.
+pub struct Permit {
+    shared: Arc<Shared>,
+    bucket: String,
+    open: bool,
+}
+
+enum Next {
+    Go,
+    /// Until the window resets.
+    Sleep(Duration),
+    /// Until a response brings headers.
+    AwaitNews,
+}
+
+impl Pacer {
+    /// Times a request waited for a window to reset instead of being sent.
+    pub fn waits(&self) -> u64 {
+        self.shared.waits.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `bucket` has a slot, then takes it.
+    pub async fn reserve(&self, bucket: &str) -> Permit {
+        loop {
+            let news = self.shared.news.notified();
+            tokio::pin!(news);
+            // Registered before the lock is released, so a sync in between is not missed.
+            news.as_mut().enable();
+            let next = {
+                let mut buckets = lock(&self.shared.buckets);
+                let b = buckets.entry(bucket.to_owned()).or_default();
+                decide(b, epoch_now())
+            };
+            match next {
+                Next::Go => {
+                    return Permit {
+                        shared: self.shared.clone(),
+                        bucket: bucket.to_owned(),
+                        open: true,
+                    }
+                }
+                Next::Sleep(d) => {
+                    self.shared.waits.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(
+                        bucket,
+                        wait_ms = d.as_millis() as u64,
+                        "okta pacing: waiting for the rate-limit window to reset"
+                    );
+                    tokio::time::sleep(d).await;
+                }
+                Next::AwaitNews => {
+                    let _ = tokio::time::timeout(NEWS_POLL, news).await;
+                }
+            }
+        }
+    }
+
+    /// Takes a 429's headers into account without a permit (already finished).
+    pub fn note_throttled(&self, bucket: &str, headers: Option<RateHeaders>) {
+        let mut buckets = lock(&self.shared.buckets);
+        let b = buckets.entry(bucket.to_owned()).or_default();
+        if let Some(h) = headers {
+            sync(b, h);
+            if let Some(w) = b.known.as_mut() {
+                w.remaining = 0;
+            }
+        }
+        drop(buckets);
+        self.shared.news.notify_waiters();
+    }
+}
+
+fn decide(b: &mut Bucket, now: f64) -> Next {
+    let Some(w) = b.known.as_mut() else {
+        // Nothing known yet: one probe at a time, until the first headers arrive.
+        if b.in_flight == 0 || b.headerless {
+            b.in_flight += 1;
+            return Next::Go;
+        }
+        return Next::AwaitNews;
+    };
+    if w.remaining > 0 {
+        w.remaining -= 1;
+        b.in_flight += 1;
+        return Next::Go;
+    }
+    let wake = w.reset as f64 + RESET_MARGIN.as_secs_f64();
+    if now < wake {
+        return Next::Sleep(Duration::from_secs_f64(wake - now));
+    }
+    if !b.refilled {
+        // The window rolled by the clock: assume a full one, less what is still in flight from
+        // the old one; the first response of the new window corrects the count.
+        b.refilled = true;
+        w.remaining = w.limit.saturating_sub(b.in_flight).saturating_sub(1);
+        b.in_flight += 1;
+        return Next::Go;
+    }
+    if b.in_flight == 0 {
+        // Used up the assumed window without any headers coming back: probe once.
+        b.in_flight += 1;
+        return Next::Go;
+    }
+    Next::AwaitNews
+}
+
+/// Re-sync from a response. A later reset means the window rolled: the server's figure is the
+/// truth, less what we sent since. Same window: keep the lower of ours and the server's, since
+/// ours counts reservations the server has not seen and the server's counts other clients.
+fn sync(b: &mut Bucket, h: RateHeaders) {
+    match b.known.as_mut() {
+        Some(w) if h.reset < w.reset => {} // a late answer from an older window
+        Some(w) if h.reset == w.reset => {
+            w.limit = h.limit;
+            w.remaining = w.remaining.min(h.remaining.saturating_sub(b.in_flight));
+        }
+        _ => {
+            b.known = Some(Window {
+                limit: h.limit,
+                remaining: h.remaining.saturating_sub(b.in_flight),
+                reset: h.reset,
+            });
+            b.refilled = false;
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Permit {
+    /// The response arrived: release the slot and re-sync the bucket from its headers.
+    pub fn finish(mut self, headers: Option<RateHeaders>) {
+        self.release(true, headers);
+    }
+
+    fn release(&mut self, responded: bool, headers: Option<RateHeaders>) {
+        if !self.open {
+            return;
+        }
+        self.open = false;
+        let mut buckets = lock(&self.shared.buckets);
+        let b = buckets.entry(self.bucket.clone()).or_default();
+        b.in_flight = b.in_flight.saturating_sub(1);
+        match headers {
+            Some(h) => {
+                b.headerless = false;
+                sync(b, h);
+            }
+            None if responded => b.headerless = true,
+            None => {}
+        }
+        drop(buckets);
+        self.shared.news.notify_waiters();
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.release(false, None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_by_resource() {
+        assert_eq!(bucket_of("/api/v1/users/00u1"), "/api/v1/users");
+        assert_eq!(bucket_of("/api/v1/apps/0oa1/users/00u1"), "/api/v1/apps");
+        assert_eq!(bucket_of("/okta/api/v1/mappings"), "/api/v1/mappings");
+        assert_eq!(bucket_of("/api/v1"), "/api/v1");
+    }
+
+    #[test]
+    fn reads_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("x-rate-limit-limit", "600".parse().unwrap());
+        h.insert("x-rate-limit-remaining", "599".parse().unwrap());
+        h.insert("x-rate-limit-reset", "1700000000".parse().unwrap());
+        assert_eq!(
+            RateHeaders::from_headers(&h),
+            Some(RateHeaders {
+                limit: 600,
+                remaining: 599,
+                reset: 1_700_000_000
+            })
+        );
+        h.remove("x-rate-limit-reset");
+        assert_eq!(RateHeaders::from_headers(&h), None);
+    }
+
+    #[test]
+    fn reservations_count_down_and_then_sleep_until_reset() {
+        let mut b = Bucket::default();
+        let now = 1_000.0;
+        assert!(matches!(decide(&mut b, now), Next::Go)); // probe
+        assert!(matches!(decide(&mut b, now), Next::AwaitNews));
+        b.in_flight -= 1;
+        sync(
+            &mut b,
+            RateHeaders {
+                limit: 3,
+                remaining: 2,
+                reset: 1_002,
+            },
+        );
+        assert!(matches!(decide(&mut b, now), Next::Go));
+        assert!(matches!(decide(&mut b, now), Next::Go));
+        match decide(&mut b, now) {
+            Next::Sleep(d) => assert!(d >= Duration::from_secs(2)),
+            _ => panic!("expected to sleep"),
+        }
+        // A stale answer from the same window cannot raise the count.
+        b.in_flight -= 1;
+        sync(
+            &mut b,
+            RateHeaders {
+                limit: 3,
+                remaining: 1,
+                reset: 1_002,
+            },
+        );
+        assert!(matches!(decide(&mut b, now), Next::Sleep(_)));
+        // After the reset, a fresh window is assumed once, less what is still in flight.
+        let later = 1_003.5;
+        assert!(matches!(decide(&mut b, later), Next::Go));
+        assert_eq!(b.known.unwrap().remaining, 1);
+        assert_eq!(b.in_flight, 2);
+    }
+
+    #[test]
+    fn a_new_window_takes_the_servers_count_less_in_flight() {
+        let mut b = Bucket {
+            known: Some(Window {
+                limit: 10,
+                remaining: 0,
+                reset: 100,
+            }),
+            in_flight: 3,
+            refilled: true,
+            headerless: false,
+        };
+        sync(
+            &mut b,
+            RateHeaders {
+                limit: 10,
+                remaining: 9,
+                reset: 160,
+            },
+        );
+        assert_eq!(b.known.unwrap().remaining, 6);
+        assert!(!b.refilled);
+    }
+
+    #[tokio::test]
+    async fn permits_release_on_drop() {
+        let p = Pacer::default();
+        let permit = p.reserve("/api/v1/users").await;
+        drop(permit);
+        // The probe slot is free again, so this does not wait.
+        let permit = tokio::time::timeout(Duration::from_millis(50), p.reserve("/api/v1/users"))
+            .await
+            .expect("released");
+        permit.finish(Some(RateHeaders {
+            limit: 5,
+            remaining: 4,
+            reset: u64::MAX / 2,
+        }));
+        assert_eq!(p.waits(), 0);
+    }
+}

@@ -1,0 +1,390 @@
+//! The console front end: scripted chat events, one per line, rendered as the thread would show
+//! them. Grammar (`#` starts a comment):
+//!
+//! ```text
+//! alice: /fix-immutable-id user:adele@contoso.com [immutable_id:<GUID or value>] [reason:<text>]
+//! bob: react ✅ [run]          (also: react ❌, approve, reject; run defaults to the latest)
+//! alice: /cancel [run]
+//! alice: /fix-status
+//! sandbox: fail <operation> <nth> <status> <code>   (sandbox only: inject a fault)
+//! sandbox: deactivate on|off                        (sandbox only)
+//! ```
+
+use super::render::{ignored_line, plan_message, sanitize, step_line, summary_line};
+use crate::approval::{ApprovalPolicy, PendingApproval, Verdict, Vote};
+use crate::domain::{Actor, RunId};
+use crate::pipeline::{Engine, Plan, PlanError, RepairRequest, Reporter, RunEvent, RunSummary};
+use crate::sandbox::{Fault, FaultAction, Sandbox};
+use crate::store::now_ms;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+
+/// Longest event line accepted; anything longer is refused whole.
+pub const MAX_LINE: usize = 4096;
+
+pub struct Console<'a, W: Write> {
+    engine: Engine,
+    policy: ApprovalPolicy,
+    people: BTreeMap<String, Vec<String>>,
+    sandbox: Option<&'a Sandbox>,
+    pending: HashMap<RunId, (Plan, PendingApproval)>,
+    order: Vec<RunId>,
+    out: W,
+    /// Summaries of executed runs, for callers and tests.
+    pub finished: Vec<RunSummary>,
+}
+
+impl<'a, W: Write> Console<'a, W> {
+    pub fn new(
+        engine: Engine,
+        policy: ApprovalPolicy,
+        people: BTreeMap<String, Vec<String>>,
+        sandbox: Option<&'a Sandbox>,
+        out: W,
+    ) -> Self {
+        Self {
+            engine,
+            policy,
+            people,
+            sandbox,
+            pending: HashMap::new(),
+            order: Vec::new(),
+            out,
+            finished: Vec::new(),
+        }
+    }
+
+    pub fn into_output(self) -> W {
+        self.out
+    }
+
+    fn say(&mut self, text: &str) {
+        let _ = writeln!(self.out, "fixbot: {text}");
+    }
+
+    fn thread(&mut self, text: &str) {
+        let _ = writeln!(self.out, "  └ fixbot: {text}");
+    }
+
+    /// Handles every line of `input`, in order.
+    pub async fn run_script(&mut self, input: &str) {
+        for line in input.lines() {
+            self.handle_line(line).await;
+        }
+    }
+
+    pub async fn handle_line(&mut self, raw: &str) {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            return;
+        }
+        if line.len() > MAX_LINE {
+            self.say(&format!(
+                "that line is {} bytes long; at most {MAX_LINE} are accepted. Nothing was done.",
+                line.len()
+            ));
+            return;
+        }
+        let _ = writeln!(self.out, "{line}");
+        let Some((who, action)) = line.split_once(':') else {
+            self.say(
+                "each line is `who: command`; see the README for the grammar. Nothing was done.",
+            );
+            return;
+        };
+        let (who, action) = (who.trim(), action.trim());
+        if who == "sandbox" {
+            self.sandbox_directive(action);
+            return;
+        }
+        let Some(roles) = self.people.get(who).cloned() else {
+            self.say(&format!(
+                "I do not know `{}`; only people in console.people can act. Nothing was done.",
+                sanitize(who, 64)
+            ));
+            return;
+        };
+        let actor = Actor::new(who, who);
+        let (verb, rest) = action
+            .split_once(char::is_whitespace)
+            .unwrap_or((action, ""));
+        match verb {
+            "/fix-immutable-id" => self.request(actor, &roles, rest).await,
+            "react" | "approve" | "reject" => {
+                let (emoji, run) = if verb == "react" {
+                    rest.trim()
+                        .split_once(char::is_whitespace)
+                        .unwrap_or((rest.trim(), ""))
+                } else if verb == "approve" {
+                    ("✅", rest)
+                } else {
+                    ("❌", rest)
+                };
+                let vote = match emoji {
+                    "✅" | ":white_check_mark:" => Vote::Approve,
+                    "❌" | ":x:" => Vote::Reject,
+                    other => {
+                        self.say(&format!(
+                            "{} is not a vote; react ✅ to approve or ❌ to reject.",
+                            sanitize(other, 16)
+                        ));
+                        return;
+                    }
+                };
+                self.react(actor, &roles, vote, run.trim()).await;
+            }
+            "/cancel" => self.cancel(actor, &roles, rest.trim()),
+            "/fix-status" => self.status(),
+            other => self.say(&format!(
+                "unknown command `{}`; try /fix-immutable-id, react, /cancel or /fix-status.",
+                sanitize(other, 32)
+            )),
+        }
+    }
+
+    fn sandbox_directive(&mut self, action: &str) {
+        let Some(sb) = self.sandbox else {
+            self.say("sandbox directives only work against the sandbox tenant.");
+            return;
+        };
+        let words: Vec<&str> = action.split_whitespace().collect();
+        match words.as_slice() {
+            ["fail", op, nth, status, code] => {
+                let (Ok(nth), Ok(status)) = (nth.parse(), status.parse()) else {
+                    self.say("usage: sandbox: fail <operation> <nth> <status> <code>");
+                    return;
+                };
+                sb.inject(Fault {
+                    op: (*op).to_owned(),
+                    nth,
+                    times: 1,
+                    action: FaultAction::Error {
+                        status,
+                        code: (*code).to_owned(),
+                        message: "injected by the sandbox".into(),
+                    },
+                });
+                let _ = writeln!(
+                    self.out,
+                    "(sandbox: call {nth} of {op} will fail with {status} {code})"
+                );
+            }
+            ["deactivate", on_off] => {
+                sb.set_deactivate(*on_off == "on");
+                let _ = writeln!(self.out, "(sandbox: Deactivate switched {on_off} in Okta)");
+            }
+            _ => self
+                .say("usage: sandbox: fail <operation> <nth> <status> <code> | deactivate on|off"),
+        }
+    }
+
+    async fn request(&mut self, actor: Actor, roles: &[String], args: &str) {
+        if !self.policy.may_request(roles) {
+            self.say(&format!(
+                "(only to {}) you do not hold a requester role, so you cannot ask for repairs.",
+                actor.name
+            ));
+            return;
+        }
+        let mut upn = None;
+        let mut id = None;
+        let mut reason = None;
+        let mut rest = args.trim();
+        while !rest.is_empty() {
+            if let Some(r) = rest.strip_prefix("reason:") {
+                reason = Some(r.trim());
+                break;
+            }
+            let (word, tail) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+            if let Some(v) = word.strip_prefix("immutable_id:") {
+                id = Some(v);
+            } else if let Some(v) = word.strip_prefix("user:") {
+                upn = Some(v);
+            } else if upn.is_none() {
+                upn = Some(word);
+            } else {
+                self.say(&format!("(only to {}) unexpected `{}`; the form is /fix-immutable-id user:<UPN> [immutable_id:<value>] [reason:<text>].", actor.name, sanitize(word, 64)));
+                return;
+            }
+            rest = tail.trim_start();
+        }
+        let Some(upn) = upn else {
+            self.say(&format!(
+                "(only to {}) which user? /fix-immutable-id user:<UPN>",
+                actor.name
+            ));
+            return;
+        };
+        let req = match RepairRequest::parse(actor.clone(), upn, id, reason) {
+            Ok(r) => r,
+            Err(e) => {
+                self.say(&format!(
+                    "(only to {}) {} Nothing was changed.",
+                    actor.name,
+                    sanitize(&e.to_string(), 400)
+                ));
+                return;
+            }
+        };
+        self.say(&format!("(only to {}) planning…", actor.name));
+        match self.engine.plan(&req).await {
+            Ok(plan) => {
+                let text = plan_message(&plan, self.policy.ttl);
+                self.say(&text);
+                let pending = PendingApproval::new(plan.run, actor, now_ms());
+                self.order.push(plan.run);
+                self.pending.insert(plan.run, (plan, pending));
+            }
+            Err(PlanError::Refused(r)) => {
+                self.say(&format!(
+                    "(only to {}) refused: {} Nothing was changed.",
+                    actor.name, r
+                ));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "planning failed");
+                self.say(&format!(
+                    "(only to {}) could not plan: {}. Nothing was changed; try again shortly.",
+                    actor.name, e
+                ));
+            }
+        }
+    }
+
+    fn resolve(&self, run: &str) -> Option<RunId> {
+        if run.is_empty() {
+            return self
+                .order
+                .iter()
+                .rev()
+                .find(|r| self.pending.contains_key(r))
+                .copied();
+        }
+        self.pending
+            .keys()
+            .find(|r| r.to_string().starts_with(run) || r.short() == run)
+            .copied()
+    }
+
+    async fn react(&mut self, actor: Actor, roles: &[String], vote: Vote, run: &str) {
+        let Some(run_id) = self.resolve(run) else {
+            self.say("no run is awaiting approval.");
+            return;
+        };
+        let policy = self.policy.clone();
+        let verdict = {
+            let (_, pending) = self.pending.get_mut(&run_id).expect("resolved");
+            pending.vote(&policy, &actor, roles, false, vote, now_ms())
+        };
+        match verdict {
+            Verdict::Ignored { reason, first_time } => {
+                if first_time {
+                    self.thread(&ignored_line(&actor.name, reason));
+                }
+            }
+            Verdict::Counted { have, need } => {
+                self.thread(&format!("✅ approval {have}/{need} from {}", actor.name));
+            }
+            Verdict::Expired => {
+                let _ = self.engine.close_unexecuted(run_id, "expired");
+                self.pending.remove(&run_id);
+                self.thread("⌛ this plan expired before it was approved; nothing was changed. Run the command again.");
+            }
+            Verdict::Rejected { by } => {
+                let _ = self.engine.close_unexecuted(run_id, "rejected");
+                self.pending.remove(&run_id);
+                self.thread(&format!("❌ rejected by {}; nothing was changed.", by.name));
+            }
+            Verdict::Approved { by } => {
+                let (plan, _) = self.pending.remove(&run_id).expect("resolved");
+                match self.engine.mark_approved(run_id) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        self.thread(
+                            "this run is no longer awaiting approval; nothing more was done.",
+                        );
+                        return;
+                    }
+                    Err(e) => {
+                        self.thread(&format!(
+                            "could not record the approval ({e:#}); nothing was done."
+                        ));
+                        return;
+                    }
+                }
+                let names: Vec<String> = by.iter().map(|a| a.name.clone()).collect();
+                self.thread(&format!("✅ approved by {} — starting", names.join(", ")));
+                let summary = self.execute(&plan).await;
+                self.finished.push(summary);
+            }
+        }
+    }
+
+    async fn execute(&mut self, plan: &Plan) -> RunSummary {
+        let (reporter, mut rx) = Reporter::channel();
+        let engine = self.engine.clone();
+        let fut = engine.execute(plan, &reporter);
+        tokio::pin!(fut);
+        let summary = loop {
+            tokio::select! {
+                Some(ev) = rx.recv() => self.render(ev),
+                s = &mut fut => break s,
+            }
+        };
+        while let Ok(ev) = rx.try_recv() {
+            self.render(ev);
+        }
+        summary
+    }
+
+    fn render(&mut self, ev: RunEvent) {
+        match ev {
+            RunEvent::Started { .. } => {}
+            RunEvent::Step(r) => self.thread(&step_line(&r)),
+            RunEvent::Finished(s) => self.thread(&summary_line(&s)),
+        }
+    }
+
+    fn cancel(&mut self, actor: Actor, roles: &[String], run: &str) {
+        let Some(run_id) = self.resolve(run) else {
+            self.say("no run is awaiting approval.");
+            return;
+        };
+        let requester = self.pending[&run_id].1.requester.id.clone();
+        if actor.id != requester && !self.policy.may_approve(roles) {
+            self.say(&format!(
+                "(only to {}) only the requester or an approver can cancel.",
+                actor.name
+            ));
+            return;
+        }
+        self.pending.remove(&run_id);
+        let _ = self.engine.close_unexecuted(run_id, "cancelled");
+        self.thread(&format!(
+            "🛑 cancelled by {}; nothing was changed.",
+            actor.name
+        ));
+    }
+
+    fn status(&mut self) {
+        match self.engine.store().recent_runs(10) {
+            Ok(runs) if runs.is_empty() => self.say("no runs yet."),
+            Ok(runs) => {
+                let lines: Vec<String> = runs
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{} {} {} (by {})",
+                            &r.id[..8],
+                            r.upn,
+                            r.state,
+                            r.requester_name
+                        )
+                    })
+                    .collect();
+                self.say(&format!("recent runs:\n   {}", lines.join("\n   ")));
+            }
+            Err(e) => self.say(&format!("could not read the store: {e:#}")),
+        }
+    }
+}

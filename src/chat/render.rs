@@ -1,0 +1,181 @@
+//! Messages people read: the plan, each step, the outcome. Plain text that is safe to post in
+//! chat: user-supplied text is length-capped and cannot break out of code formatting or ping.
+
+use crate::approval::Ignored;
+use crate::pipeline::plan::NewIdSource;
+use crate::pipeline::{
+    Phase, Plan, ProvisioningState, RunOutcome, RunSummary, StepKind, StepOutcome, StepReport,
+};
+use std::time::Duration;
+
+/// Text from a person, made safe to echo: no mentions, no code-fence escapes, bounded length.
+pub fn sanitize(text: &str, max_chars: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .filter(|c| !c.is_control())
+        .map(|c| match c {
+            '`' => '\'',
+            // A zero-width space after `@` defuses @everyone, @here and <@…> mentions.
+            '@' => '@',
+            c => c,
+        })
+        .collect::<String>()
+        .replace('@', "@\u{200B}");
+    if out.chars().count() > max_chars {
+        out = out.chars().take(max_chars).collect::<String>() + "…";
+    }
+    out
+}
+
+pub fn plan_message(plan: &Plan, ttl: Duration) -> String {
+    let mut s = format!(
+        "📝 Repair plan for {} (run {}) — react ✅ to approve, ❌ to reject\n",
+        plan.upn,
+        plan.run.short()
+    );
+    let domain_kind = if plan.federated {
+        "federated"
+    } else {
+        "managed"
+    };
+    s.push_str(&format!(
+        "   Entra: object {}, {} ({} domain {}), ImmutableID: {}\n",
+        plan.entra_id,
+        plan.upn,
+        domain_kind,
+        plan.upn.domain(),
+        plan.entra_immutable_id_before
+            .as_deref()
+            .unwrap_or("<none>")
+    ));
+    s.push_str(&format!(
+        "   Okta:  {} ({}), assigned directly to Microsoft Office 365, app ImmutableID {}\n",
+        plan.okta_user_id,
+        plan.okta_login,
+        plan.okta_immutable_id_before().unwrap_or("<none>")
+    ));
+    let source = match &plan.new_id_source {
+        NewIdSource::Generated => "generated, unique in the tenant".to_owned(),
+        NewIdSource::GivenByRequester => "as given, unique in the tenant".to_owned(),
+        NewIdSource::OktaMapping { expression, .. } => {
+            format!("the value Okta's mapping `{expression}` sends")
+        }
+    };
+    s.push_str(&format!(
+        "   New ImmutableID: {} ({source})\n",
+        plan.new_immutable_id
+    ));
+    let steps: Vec<String> = StepKind::ALL
+        .iter()
+        .filter(|k| plan.federated || !matches!(k, StepKind::UpnToTemporary | StepKind::UpnBack))
+        .filter(|k| plan.mode == crate::pipeline::RepairMode::Full || k.number() <= 4)
+        .map(|k| match k {
+            StepKind::UpnToTemporary => format!(
+                "UPN→{}",
+                plan.temporary_upn
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            ),
+            k => k.title().to_owned(),
+        })
+        .collect();
+    s.push_str(&format!("   Steps: {}\n", steps.join(" → ")));
+    for note in &plan.notes {
+        s.push_str(&format!("   Note: {note}\n"));
+    }
+    if let Some(reason) = &plan.reason {
+        s.push_str(&format!("   Reason: {}\n", sanitize(reason, 300)));
+    }
+    s.push_str(&format!(
+        "   Expires in {} min. Requested by {}.",
+        ttl.as_secs().div_ceil(60),
+        sanitize(&plan.requester.name, 64)
+    ));
+    s
+}
+
+pub fn step_line(r: &StepReport) -> String {
+    let n = r.step.number();
+    let ids = if r.request_ids.is_empty() {
+        String::new()
+    } else {
+        format!(" · request-id {}", r.request_ids.join(", "))
+    };
+    let ms = r.duration.as_millis();
+    let prefix = match r.phase {
+        Phase::Forward => String::new(),
+        Phase::Compensation => "↩ undo ".into(),
+        Phase::RollForward => "⏩ roll forward ".into(),
+    };
+    match &r.outcome {
+        StepOutcome::Done => format!(
+            "✅ {prefix}{n}/9 {} · {} → {} · {ms} ms{ids}",
+            r.step.title(),
+            r.before,
+            r.after
+        ),
+        StepOutcome::Skipped(why) => format!("⏭ {n}/9 {} · skipped: {why}", r.step.title()),
+        StepOutcome::Lagging(note) => {
+            format!(
+                "⏳ {prefix}{n}/9 {} · {note} · {ms} ms{ids}",
+                r.step.title()
+            )
+        }
+        StepOutcome::Failed { code, message } => format!(
+            "❌ {prefix}{n}/9 {} failed · {}{message} · {ms} ms{ids}",
+            r.step.title(),
+            code.as_deref()
+                .map(|c| format!("[{c}] "))
+                .unwrap_or_default()
+        ),
+        StepOutcome::NeedsHuman(what) => format!("🚨 {prefix}{n}/9 {} · {what}", r.step.title()),
+    }
+}
+
+pub fn summary_line(s: &RunSummary) -> String {
+    let secs = s.duration.as_secs_f64();
+    let prov = match &s.provisioning {
+        ProvisioningState::Untouched => "provisioning untouched".to_owned(),
+        ProvisioningState::Restored => "provisioning restored exactly as before".to_owned(),
+        ProvisioningState::HeldByOthers(n) => {
+            format!("provisioning still paused for {n} other run(s); the last restores it")
+        }
+        ProvisioningState::StillPaused => "PROVISIONING STILL PAUSED".to_owned(),
+    };
+    match s.outcome {
+        RunOutcome::Repaired | RunOutcome::RepairedAfterRollForward => {
+            format!("🎉 done in {secs:.1} s: {} ({prov})", s.message)
+        }
+        RunOutcome::RolledBack => format!(
+            "↩ failed and rolled back in {secs:.1} s: {} ({prov})",
+            s.message
+        ),
+        RunOutcome::Diverged => format!("⚠ stopped in {secs:.1} s: {} ({prov})", s.message),
+        RunOutcome::NeedsAttention => format!("🚨 {} ({prov})", s.message),
+        RunOutcome::Stale => format!("🔁 {}", s.message),
+        RunOutcome::NotExecuted => format!("⛔ {}", s.message),
+    }
+}
+
+pub fn ignored_line(who: &str, reason: Ignored) -> String {
+    format!(
+        "ℹ {}'s reaction does not count: {}.",
+        sanitize(who, 64),
+        reason.explain()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitize_defuses_mentions_and_code() {
+        let s = sanitize("hi @everyone ```x``` <@123>", 100);
+        assert!(!s.contains("@everyone"));
+        assert!(!s.contains('`'));
+        assert!(!s.contains("<@1"));
+        assert_eq!(sanitize(&"a".repeat(5000), 10).chars().count(), 11);
+    }
+}

@@ -1,0 +1,133 @@
+//! `o365-fixbot demo`: the sandbox tenant plus the console front end, telling the whole story.
+
+use crate::approval::ApprovalPolicy;
+use crate::chat::console::Console;
+use crate::config::Config;
+use crate::directory::graph::GraphClient;
+use crate::directory::okta::OktaClient;
+use crate::pipeline::Engine;
+use crate::sandbox::{Sandbox, SandboxOptions};
+use crate::store::Store;
+use anyhow::Context;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// The built-in story, in the console's event grammar.
+pub const STORY: &str = r#"# A requester asks; the wrong people's approvals do not count; an approver approves.
+alice: /fix-immutable-id user:adele@contoso.com reason:INC-4711 can't sign in
+alice: react ✅
+mallory: react ✅
+bob: react ✅
+# A user synced from on-premises AD is refused at plan time.
+alice: /fix-immutable-id user:lynne@contoso.com reason:INC-4712
+# A managed-domain user: no UPN moves.
+carol: /fix-immutable-id user:alex@fabrikam.com
+bob: react ✅
+# A failure mid-pipeline: setting the ImmutableID fails, and the UPN move is undone.
+sandbox: fail graph.update_user 2 500 Service_InternalError
+alice: /fix-immutable-id user:megan@contoso.com reason:INC-4713
+bob: react ✅
+# A failure on the Okta side after Entra changed: the run rolls forward.
+sandbox: fail okta.assign 1 500 E0000009
+alice: /fix-immutable-id user:o'brien@contoso.com
+bob: react ✅
+alice: /fix-status
+"#;
+
+pub fn sandbox_options(config: &Config, bind: SocketAddr) -> SandboxOptions {
+    SandboxOptions {
+        bind,
+        latency: config.sandbox.latency,
+        graph_read_lag: config.sandbox.graph_read_lag,
+        ordinary_users: config.sandbox.ordinary_users,
+        okta_rate_limit: config.sandbox.okta_rate_limit,
+        mapping: config.sandbox.mapping,
+        ..SandboxOptions::default()
+    }
+}
+
+/// An engine wired to a running sandbox, with its state in `data_dir`.
+pub fn sandbox_engine(
+    config: &Config,
+    sandbox: &Sandbox,
+    data_dir: &Path,
+) -> anyhow::Result<Engine> {
+    let store = Store::open(data_dir)?;
+    let graph = GraphClient::new(sandbox.graph_config(config.http.clone()))?;
+    let okta = OktaClient::new(sandbox.okta_config(config.http.clone()))?;
+    Ok(Engine::new(graph, okta, store, config.repair.clone()))
+}
+
+/// Runs `script` (or the built-in story) against a fresh sandbox and prints the final state.
+pub async fn run(config: &Config, script: Option<&str>, out: &mut dyn Write) -> anyhow::Result<()> {
+    let sandbox = Sandbox::start(sandbox_options(
+        config,
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    ))
+    .await
+    .context("could not start the sandbox tenant")?;
+    let data_dir = std::env::temp_dir().join(format!(
+        "o365-fixbot-demo-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let engine = sandbox_engine(config, &sandbox, &data_dir)?;
+    writeln!(
+        out,
+        "o365-fixbot demo: sandbox tenant at {} (Graph) and {} (Okta); state in {}\n",
+        sandbox.urls.graph,
+        sandbox.urls.okta,
+        data_dir.display()
+    )?;
+    let mut buf = Vec::new();
+    {
+        let mut console = Console::new(
+            engine,
+            ApprovalPolicy::from(&config.approval),
+            config.console.people.clone(),
+            Some(&sandbox),
+            &mut buf,
+        );
+        console.run_script(script.unwrap_or(STORY)).await;
+    }
+    out.write_all(&buf)?;
+    writeln!(out, "\nFinal state of the sandbox tenant:")?;
+    for upn in [
+        "adele@contoso.com",
+        "alex@fabrikam.com",
+        "megan@contoso.com",
+        "o'brien@contoso.com",
+        "lynne@contoso.com",
+    ] {
+        let entra = sandbox.entra_user(upn);
+        let okta_id = sandbox.okta_user_id(upn);
+        let app = okta_id.as_deref().and_then(|id| sandbox.okta_app_user(id));
+        writeln!(
+            out,
+            "  {upn:<22} Entra UPN {:<24} ImmutableID {:<26} Okta app ImmutableID {}",
+            entra
+                .as_ref()
+                .map(|u| u.user_principal_name.as_str())
+                .unwrap_or("<missing>"),
+            entra
+                .as_ref()
+                .and_then(|u| u.on_premises_immutable_id.as_deref())
+                .unwrap_or("<none>"),
+            app.as_ref()
+                .and_then(|a| a.immutable_id())
+                .unwrap_or("<not assigned>"),
+        )?;
+    }
+    writeln!(
+        out,
+        "  Okta provisioning: {}",
+        crate::pipeline::capabilities::describe(&sandbox.provisioning_capabilities())
+    )?;
+    writeln!(
+        out,
+        "  Users deprovisioned in Office 365: {}",
+        sandbox.deprovisions().len()
+    )?;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! Write-ahead journalling of every write: the intent is committed before the call is made, the
+//! outcome and request id after it.
+
+use crate::directory::graph::GraphError;
+use crate::directory::okta::OktaError;
+use crate::directory::Reply;
+use crate::domain::RunId;
+use crate::store::Store;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+use std::future::Future;
+
+/// A failed API call, reduced to what the thread and the compensation logic need.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiFailure {
+    pub code: Option<String>,
+    pub message: String,
+    pub request_id: Option<String>,
+    /// The service answered with a 4xx refusal, so the write certainly did not happen. Timeouts,
+    /// transport errors and 5xx leave the outcome unknown.
+    pub definitive: bool,
+}
+
+impl ApiFailure {
+    pub fn from_graph(e: &GraphError) -> Self {
+        Self {
+            code: e.code().map(str::to_owned),
+            message: e.to_string(),
+            request_id: e.request_id().map(str::to_owned),
+            definitive: e.status().is_some_and(|s| (400..500).contains(&s)),
+        }
+    }
+
+    pub fn from_okta(e: &OktaError) -> Self {
+        Self {
+            code: e.code().map(str::to_owned),
+            message: e.to_string(),
+            request_id: e.request_id().map(str::to_owned),
+            definitive: e.status().is_some_and(|s| (400..500).contains(&s)),
+        }
+    }
+
+    pub fn internal(message: String) -> Self {
+        Self {
+            code: None,
+            message,
+            request_id: None,
+            definitive: false,
+        }
+    }
+
+    pub fn is_code(&self, code: &str) -> bool {
+        self.code.as_deref() == Some(code)
+    }
+}
+
+impl fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Journals writes in the store around the calls that make them.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    store: Store,
+}
+
+impl Journal {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn write<T, E, Fut>(
+        &self,
+        run: RunId,
+        step: &str,
+        api: &str,
+        object: &str,
+        before: &Value,
+        intended: &Value,
+        call: impl FnOnce() -> Fut,
+        reduce: impl Fn(&E) -> ApiFailure,
+    ) -> Result<Reply<T>, ApiFailure>
+    where
+        Fut: Future<Output = Result<Reply<T>, E>>,
+    {
+        let entry = self
+            .store
+            .journal_intent(&run.to_string(), step, api, object, before, intended)
+            .map_err(|e| {
+                ApiFailure::internal(format!("journal write failed, call not made: {e:#}"))
+            })?;
+        // The call is only created here, after the intent is durable.
+        let result = call().await;
+        let (ok, code, rid) = match &result {
+            Ok(r) => (true, None, r.request_id.clone()),
+            Err(e) => {
+                let f = reduce(e);
+                (false, f.code, f.request_id)
+            }
+        };
+        if let Err(e) = self
+            .store
+            .journal_outcome(entry, ok, code.as_deref(), rid.as_deref())
+        {
+            // The write happened (or not) regardless; an unknown outcome in the journal is
+            // settled by re-sending on recovery, which is safe because every write is idempotent.
+            tracing::error!(error = %format!("{e:#}"), entry, "journal outcome not recorded");
+        }
+        result.map_err(|e| reduce(&e))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn graph<T, F, Fut>(
+        &self,
+        run: RunId,
+        step: &str,
+        api: &str,
+        object: &str,
+        before: &Value,
+        intended: &Value,
+        call: F,
+    ) -> Result<Reply<T>, ApiFailure>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Reply<T>, GraphError>>,
+    {
+        self.write(
+            run,
+            step,
+            api,
+            object,
+            before,
+            intended,
+            call,
+            ApiFailure::from_graph,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn okta<T, F, Fut>(
+        &self,
+        run: RunId,
+        step: &str,
+        api: &str,
+        object: &str,
+        before: &Value,
+        intended: &Value,
+        call: F,
+    ) -> Result<Reply<T>, ApiFailure>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Reply<T>, OktaError>>,
+    {
+        self.write(
+            run,
+            step,
+            api,
+            object,
+            before,
+            intended,
+            call,
+            ApiFailure::from_okta,
+        )
+        .await
+    }
+}

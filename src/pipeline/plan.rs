@@ -1,0 +1,733 @@
+//! The read-only plan: resolve the user once to immutable identifiers, read everything the repair
+//! depends on (independent reads concurrently), and refuse early with a reason a human understands.
+
+use super::journal::ApiFailure;
+use super::Inner;
+use crate::directory::graph::{EntraUser, GraphError};
+use crate::directory::okta::{AppUser, OktaError};
+use crate::domain::{Actor, EntraObjectId, ImmutableId, OktaUserId, RunId, Upn};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// Longest free-text reason kept; the rest is cut.
+pub const MAX_REASON: usize = 300;
+
+/// A repair as asked for, already validated.
+#[derive(Debug, Clone)]
+pub struct RepairRequest {
+    pub requester: Actor,
+    pub upn: Upn,
+    pub immutable_id: Option<ImmutableId>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("user: {0}")]
+    Upn(#[from] crate::domain::UpnError),
+    #[error("immutable_id: {0}")]
+    ImmutableId(#[from] crate::domain::ImmutableIdError),
+}
+
+impl RepairRequest {
+    /// Validates what a person typed. Nothing is looked up yet.
+    pub fn parse(
+        requester: Actor,
+        upn: &str,
+        immutable_id: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<Self, InputError> {
+        let upn = Upn::parse(upn)?;
+        let immutable_id = immutable_id
+            .filter(|s| !s.trim().is_empty())
+            .map(ImmutableId::parse_input)
+            .transpose()?;
+        let reason = reason.map(|r| r.trim()).filter(|r| !r.is_empty()).map(|r| {
+            r.chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_REASON)
+                .collect()
+        });
+        Ok(Self {
+            requester,
+            upn,
+            immutable_id,
+            reason,
+        })
+    }
+}
+
+/// Where the new ImmutableID comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NewIdSource {
+    Generated,
+    GivenByRequester,
+    /// Okta fills `immutableId` through this mapping expression; Entra is set to what Okta sends.
+    OktaMapping {
+        mapping_id: String,
+        expression: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RepairMode {
+    /// All nine steps.
+    Full,
+    /// Steps 1–4 only: Okta's value is mapped and already what Entra will hold.
+    EntraOnly,
+}
+
+/// The facts an approval binds to. Not provisioning state (the pause manager owns it) and not
+/// fields that change on their own (`lastUpdated`, `syncState`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Facts {
+    pub entra_id: String,
+    pub upn: String,
+    pub entra_immutable_id: Option<String>,
+    pub synced: bool,
+    pub authentication_type: String,
+    pub app_scope: String,
+    pub app_status: String,
+    pub app_immutable_id: Option<String>,
+}
+
+impl Facts {
+    pub fn fingerprint(&self) -> String {
+        let canonical = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(&Sha256::digest(canonical)[..16])
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub run: RunId,
+    pub requester: Actor,
+    pub reason: Option<String>,
+    /// As Entra spells it.
+    pub upn: Upn,
+    pub entra_id: EntraObjectId,
+    pub okta_user_id: OktaUserId,
+    pub okta_login: String,
+    pub federated: bool,
+    /// `alias@tenant.onmicrosoft.com` for federated users.
+    pub temporary_upn: Option<Upn>,
+    pub entra_immutable_id_before: Option<String>,
+    /// The app user before the repair: profile, licenses and roles are carried over verbatim.
+    pub app_user_before: AppUser,
+    pub new_immutable_id: ImmutableId,
+    pub new_id_source: NewIdSource,
+    pub mode: RepairMode,
+    pub provisioning_before: serde_json::Value,
+    /// App profile properties filled by Okta mappings; an assignment must not send them.
+    pub mapped_properties: Vec<String>,
+    pub notes: Vec<String>,
+    pub facts: Facts,
+    pub fingerprint: String,
+}
+
+impl Plan {
+    pub fn okta_immutable_id_before(&self) -> Option<&str> {
+        self.app_user_before.immutable_id()
+    }
+}
+
+/// Why a repair is refused at plan time; each says what is wrong and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    DomainNotAllowed {
+        domain: String,
+        allowed: Vec<String>,
+    },
+    Protected {
+        upn: String,
+    },
+    NotInEntra {
+        upn: String,
+    },
+    DomainNotInTenant {
+        domain: String,
+    },
+    Synced {
+        upn: String,
+    },
+    DirectoryRole {
+        roles: Vec<String>,
+    },
+    NotInOkta {
+        upn: String,
+    },
+    NotAssigned {
+        upn: String,
+    },
+    GroupGranted {
+        groups: Vec<String>,
+    },
+    TemporaryUpnTaken {
+        upn: String,
+    },
+    IdTaken {
+        id: String,
+        holder: String,
+    },
+    MappedButEmpty {
+        expression: String,
+    },
+    MappedConflict {
+        given: String,
+        okta: String,
+        expression: String,
+    },
+    InvalidOktaValue {
+        value: String,
+        problem: String,
+    },
+    NothingToDo {
+        id: String,
+    },
+    ProvisioningUnavailable {
+        detail: String,
+    },
+    AlreadyRunning {
+        run: RunId,
+    },
+    NoInitialDomain,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::DomainNotAllowed { domain, allowed } => write!(
+                f,
+                "`{domain}` is not a domain this bot may repair (allowed: {}). Check the spelling, or ask an owner to add it to repair.allowed_domains.",
+                allowed.join(", ")
+            ),
+            Refusal::Protected { upn } => write!(
+                f,
+                "{upn} is on the protected list; the bot never changes it. Fix it by hand with a second admin if it really needs it."
+            ),
+            Refusal::NotInEntra { upn } => write!(
+                f,
+                "{upn} does not exist in Entra ID. Check the spelling; if the user was never created in Office 365, this is a provisioning problem, not an ImmutableID one."
+            ),
+            Refusal::DomainNotInTenant { domain } => write!(
+                f,
+                "`{domain}` is not a verified domain of the Entra tenant."
+            ),
+            Refusal::Synced { upn } => write!(
+                f,
+                "{upn} is synced from on-premises AD (onPremisesSyncEnabled). Entra refuses changes to synced users: fix the source anchor in AD / Entra Connect instead."
+            ),
+            Refusal::DirectoryRole { roles } => write!(
+                f,
+                "the user holds the Entra role(s) {}; the bot's app cannot change an admin's UPN or ImmutableID. Fix it by hand, or grant the app a privileged role and set repair.allow_admin_targets.",
+                roles.join(", ")
+            ),
+            Refusal::NotInOkta { upn } => write!(
+                f,
+                "no Okta user has the login {upn}, and no Office 365 app user has that username. Check the spelling in Okta."
+            ),
+            Refusal::NotAssigned { upn } => write!(
+                f,
+                "{upn} is not assigned to the Office 365 app in Okta. Assign them (with the ImmutableID) instead of repairing."
+            ),
+            Refusal::GroupGranted { groups } => write!(
+                f,
+                "the user gets Office 365 through group(s) {}; Okta cannot unassign them while a group grants the app. Remove them from the group or fix the assignment by hand.",
+                groups.join(", ")
+            ),
+            Refusal::TemporaryUpnTaken { upn } => write!(
+                f,
+                "the temporary UPN {upn} belongs to another user, so the UPN cannot be moved. Resolve the clash first."
+            ),
+            Refusal::IdTaken { id, holder } => write!(
+                f,
+                "the ImmutableID {id} already belongs to {holder}; ImmutableIDs must be unique in the tenant. Leave immutable_id empty to generate one."
+            ),
+            Refusal::MappedButEmpty { expression } => write!(
+                f,
+                "Okta fills immutableId from the mapping `{expression}`, and that value is empty for this user. Fill the source attribute in Okta first."
+            ),
+            Refusal::MappedConflict { given, okta, expression } => write!(
+                f,
+                "Okta fills immutableId from the mapping `{expression}` (value {okta}), so {given} would be ignored. Leave immutable_id empty to set Entra to Okta's value, or change the mapping."
+            ),
+            Refusal::InvalidOktaValue { value, problem } => write!(
+                f,
+                "Okta sends the ImmutableID `{value}`, which Entra cannot take: {problem}. Fix the source attribute in Okta."
+            ),
+            Refusal::NothingToDo { id } => write!(
+                f,
+                "Entra already holds {id}, the value Okta's mapping sends; there is nothing to repair."
+            ),
+            Refusal::ProvisioningUnavailable { detail } => write!(
+                f,
+                "Okta provisioning for the Office 365 app cannot be read or is not enabled ({detail}); the bot needs it to pause provisioning safely."
+            ),
+            Refusal::AlreadyRunning { run } => write!(
+                f,
+                "a repair for this user is already running (run {}). Wait for it to finish.",
+                run.short()
+            ),
+            Refusal::NoInitialDomain => write!(
+                f,
+                "the tenant has no initial (onmicrosoft.com) domain to move the UPN to."
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PlanError {
+    #[error("{0}")]
+    Refused(Refusal),
+    #[error("could not read {service}: {failure}")]
+    Unavailable {
+        service: &'static str,
+        failure: ApiFailure,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<Refusal> for PlanError {
+    fn from(r: Refusal) -> Self {
+        PlanError::Refused(r)
+    }
+}
+
+fn graph_err(e: GraphError) -> PlanError {
+    PlanError::Unavailable {
+        service: "Microsoft Graph",
+        failure: ApiFailure::from_graph(&e),
+    }
+}
+
+fn okta_err(e: OktaError) -> PlanError {
+    PlanError::Unavailable {
+        service: "Okta",
+        failure: ApiFailure::from_okta(&e),
+    }
+}
+
+/// The facts as they are now, from an Entra user and an Okta app user.
+pub(crate) fn facts_of(user: &EntraUser, auth_type: &str, app_user: &AppUser) -> Facts {
+    Facts {
+        entra_id: user.id.to_ascii_lowercase(),
+        upn: user.user_principal_name.to_ascii_lowercase(),
+        entra_immutable_id: user.on_premises_immutable_id.clone(),
+        synced: user.on_premises_sync_enabled.unwrap_or(false),
+        authentication_type: auth_type.to_owned(),
+        app_scope: app_user.scope.clone(),
+        app_status: app_user.status.clone(),
+        app_immutable_id: app_user.immutable_id().map(str::to_owned),
+    }
+}
+
+pub(crate) async fn make_plan(ctx: &Inner, req: &RepairRequest) -> Result<Plan, PlanError> {
+    let policy = &ctx.policy;
+    let domain = req.upn.domain().to_ascii_lowercase();
+    if !policy
+        .allowed_domains
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case(&domain))
+    {
+        return Err(Refusal::DomainNotAllowed {
+            domain,
+            allowed: policy.allowed_domains.clone(),
+        }
+        .into());
+    }
+    let is_protected = |upn: &Upn| {
+        policy
+            .protected_users
+            .iter()
+            .filter_map(|p| Upn::parse(p).ok())
+            .any(|p| p == *upn)
+    };
+    if is_protected(&req.upn) {
+        return Err(Refusal::Protected {
+            upn: req.upn.to_string(),
+        }
+        .into());
+    }
+
+    if let Some(run) = ctx.locks.holder_by_upn(&req.upn) {
+        return Err(Refusal::AlreadyRunning { run }.into());
+    }
+
+    let candidate = req
+        .immutable_id
+        .clone()
+        .unwrap_or_else(ImmutableId::generate);
+    let login = req.upn.as_str();
+    let (entra, dom, initial, okta_user, app_groups, mappings, feature, holders) = tokio::join!(
+        ctx.graph.user_by_upn(&req.upn),
+        ctx.graph.domain(&domain),
+        ctx.graph.initial_domain(),
+        ctx.okta.user(login),
+        ctx.okta.app_groups(),
+        ctx.okta.mappings_into_app(),
+        ctx.okta.provisioning(),
+        ctx.graph.users_with_immutable_id(&candidate),
+    );
+    let entra = entra
+        .map_err(graph_err)?
+        .value
+        .ok_or_else(|| Refusal::NotInEntra {
+            upn: req.upn.to_string(),
+        })?;
+    let dom = dom
+        .map_err(graph_err)?
+        .value
+        .ok_or_else(|| Refusal::DomainNotInTenant {
+            domain: domain.clone(),
+        })?;
+    let entra_id = EntraObjectId::parse(&entra.id)
+        .map_err(|e| PlanError::Internal(format!("Graph returned a bad object id: {e}")))?;
+    let upn = Upn::parse(&entra.user_principal_name)
+        .map_err(|e| PlanError::Internal(format!("Graph returned a bad UPN: {e}")))?;
+    if is_protected(&upn) {
+        return Err(Refusal::Protected {
+            upn: upn.to_string(),
+        }
+        .into());
+    }
+    if entra.on_premises_sync_enabled == Some(true) {
+        return Err(Refusal::Synced {
+            upn: upn.to_string(),
+        }
+        .into());
+    }
+    if let Some(run) = ctx.locks.holder(&entra_id) {
+        return Err(Refusal::AlreadyRunning { run }.into());
+    }
+
+    // Identify the Okta side once: by login, or by the Office 365 username where they differ.
+    let okta_user = okta_user.map_err(okta_err)?.value;
+    let (okta_user_id, okta_login, app_user_hint) = match okta_user {
+        Some(u) => {
+            let login = u.login().unwrap_or(login).to_owned();
+            (u.id, login, None)
+        }
+        None => {
+            let by_name = ctx
+                .okta
+                .app_user_by_user_name(upn.as_str())
+                .await
+                .map_err(okta_err)?
+                .value
+                .ok_or_else(|| Refusal::NotInOkta {
+                    upn: upn.to_string(),
+                })?;
+            let u = ctx
+                .okta
+                .user(&by_name.id)
+                .await
+                .map_err(okta_err)?
+                .value
+                .ok_or_else(|| Refusal::NotInOkta {
+                    upn: upn.to_string(),
+                })?;
+            let login = u.login().unwrap_or_default().to_owned();
+            (u.id, login, Some(by_name))
+        }
+    };
+    let okta_user_id = OktaUserId::parse(&okta_user_id)
+        .map_err(|e| PlanError::Internal(format!("Okta returned a bad user id: {e}")))?;
+
+    let temporary_upn = if dom.is_federated() {
+        let initial = initial.map_err(graph_err)?.value;
+        if initial.is_empty() {
+            return Err(Refusal::NoInitialDomain.into());
+        }
+        Some(
+            upn.with_domain(&initial)
+                .map_err(|e| PlanError::Internal(format!("temporary UPN: {e}")))?,
+        )
+    } else {
+        None
+    };
+
+    let (roles, app_user, user_groups, temp_holder) = tokio::join!(
+        ctx.graph.directory_roles(&entra_id),
+        async {
+            match &app_user_hint {
+                Some(a) => Ok(crate::directory::Reply {
+                    value: Some(a.clone()),
+                    request_id: None,
+                }),
+                None => ctx.okta.app_user(&okta_user_id).await,
+            }
+        },
+        ctx.okta.user_groups(&okta_user_id),
+        async {
+            match &temporary_upn {
+                Some(t) => ctx.graph.user_by_upn(t).await.map(|r| r.value),
+                None => Ok(None),
+            }
+        },
+    );
+    let roles = roles.map_err(graph_err)?.value;
+    if !roles.is_empty() && !policy.allow_admin_targets {
+        return Err(Refusal::DirectoryRole {
+            roles: roles
+                .iter()
+                .map(|r| r.display_name.clone().unwrap_or_else(|| r.id.clone()))
+                .collect(),
+        }
+        .into());
+    }
+    let app_user = app_user
+        .map_err(okta_err)?
+        .value
+        .ok_or_else(|| Refusal::NotAssigned {
+            upn: upn.to_string(),
+        })?;
+    let app_groups = app_groups.map_err(okta_err)?.value;
+    let user_groups = user_groups.map_err(okta_err)?.value;
+    let granting: Vec<String> = user_groups
+        .iter()
+        .filter(|g| app_groups.iter().any(|a| a.id == g.id))
+        .map(|g| {
+            g.profile
+                .get("name")
+                .and_then(|n| n.as_str())
+                .unwrap_or(&g.id)
+                .to_owned()
+        })
+        .collect();
+    if !granting.is_empty() || app_user.scope.eq_ignore_ascii_case("GROUP") {
+        let groups = if granting.is_empty() {
+            vec!["(a group assignment)".to_owned()]
+        } else {
+            granting
+        };
+        return Err(Refusal::GroupGranted { groups }.into());
+    }
+    if let Some(t) = temp_holder.map_err(graph_err)? {
+        if !t.id.eq_ignore_ascii_case(entra_id.as_str()) {
+            return Err(Refusal::TemporaryUpnTaken {
+                upn: t.user_principal_name,
+            }
+            .into());
+        }
+    }
+
+    let feature = feature.map_err(|e| Refusal::ProvisioningUnavailable {
+        detail: e.to_string(),
+    })?;
+    if !feature.value.status.eq_ignore_ascii_case("ENABLED") {
+        return Err(Refusal::ProvisioningUnavailable {
+            detail: format!("feature status {}", feature.value.status),
+        }
+        .into());
+    }
+
+    let mappings = mappings.map_err(okta_err)?.value;
+    let mut mapped_properties: Vec<String> = mappings
+        .iter()
+        .flat_map(|m| m.properties.keys().cloned())
+        .collect();
+    mapped_properties.sort();
+    mapped_properties.dedup();
+    let mapping = mappings.iter().find_map(|m| {
+        m.properties
+            .get("immutableId")
+            .and_then(|p| p.get("expression"))
+            .and_then(|e| e.as_str())
+            .map(|e| (m.id.clone(), e.to_owned()))
+    });
+
+    let mut notes = Vec::new();
+    let (new_id, source, mode) = match mapping {
+        Some((mapping_id, expression)) => {
+            let okta_value = app_user.immutable_id().map(str::to_owned).ok_or_else(|| {
+                Refusal::MappedButEmpty {
+                    expression: expression.clone(),
+                }
+            })?;
+            let value =
+                ImmutableId::parse_value(&okta_value).map_err(|e| Refusal::InvalidOktaValue {
+                    value: okta_value.clone(),
+                    problem: e.to_string(),
+                })?;
+            if let Some(given) = &req.immutable_id {
+                if *given != value {
+                    return Err(Refusal::MappedConflict {
+                        given: given.to_string(),
+                        okta: okta_value,
+                        expression,
+                    }
+                    .into());
+                }
+            }
+            if entra.on_premises_immutable_id.as_deref() == Some(value.as_str()) {
+                return Err(Refusal::NothingToDo { id: okta_value }.into());
+            }
+            notes.push(format!(
+                "Okta fills immutableId from the mapping `{expression}`, so only Entra is changed, to the value Okta already sends. For a fresh value, change that mapping (id {mapping_id}) first."
+            ));
+            (
+                value,
+                NewIdSource::OktaMapping {
+                    mapping_id,
+                    expression,
+                },
+                RepairMode::EntraOnly,
+            )
+        }
+        None => {
+            let source = if req.immutable_id.is_some() {
+                NewIdSource::GivenByRequester
+            } else {
+                NewIdSource::Generated
+            };
+            (candidate.clone(), source, RepairMode::Full)
+        }
+    };
+
+    // Uniqueness: the candidate was checked concurrently above; a mapped value is checked now.
+    let holders = if new_id == candidate {
+        holders.map_err(graph_err)?.value
+    } else {
+        ctx.graph
+            .users_with_immutable_id(&new_id)
+            .await
+            .map_err(graph_err)?
+            .value
+    };
+    let mut new_id = new_id;
+    if let Some(other) = holders
+        .iter()
+        .find(|u| !u.id.eq_ignore_ascii_case(entra_id.as_str()))
+    {
+        if source == NewIdSource::Generated {
+            // A random GUID clashing is astronomically unlikely; draw again rather than refuse.
+            new_id = fresh_unique_id(ctx).await?;
+        } else {
+            return Err(Refusal::IdTaken {
+                id: new_id.to_string(),
+                holder: other.user_principal_name.clone(),
+            }
+            .into());
+        }
+    }
+
+    if entra.on_premises_immutable_id.is_some()
+        && entra.on_premises_immutable_id == app_user.immutable_id().map(str::to_owned)
+        && mode == RepairMode::Full
+    {
+        notes.push(
+            "Entra and Okta already agree; the repair re-links the user with a fresh value.".into(),
+        );
+    }
+
+    let facts = facts_of(&entra, &dom.authentication_type, &app_user);
+    let fingerprint = facts.fingerprint();
+    Ok(Plan {
+        run: RunId::new(),
+        requester: req.requester.clone(),
+        reason: req.reason.clone(),
+        federated: dom.is_federated(),
+        upn,
+        entra_id,
+        okta_user_id,
+        okta_login,
+        temporary_upn,
+        entra_immutable_id_before: entra.on_premises_immutable_id.clone(),
+        app_user_before: app_user,
+        new_immutable_id: new_id,
+        new_id_source: source,
+        mode,
+        provisioning_before: feature.value.capabilities,
+        mapped_properties,
+        notes,
+        facts,
+        fingerprint,
+    })
+}
+
+/// A generated value no user holds yet.
+pub(crate) async fn fresh_unique_id(ctx: &Inner) -> Result<ImmutableId, PlanError> {
+    for _ in 0..5 {
+        let id = ImmutableId::generate();
+        let holders = ctx
+            .graph
+            .users_with_immutable_id(&id)
+            .await
+            .map_err(graph_err)?
+            .value;
+        if holders.is_empty() {
+            return Ok(id);
+        }
+    }
+    Err(PlanError::Internal(
+        "five generated ImmutableIDs in a row were taken".into(),
+    ))
+}
+
+/// Re-reads the facts the approval bound to; `Some(what changed)` when the world moved.
+pub(crate) async fn stale_check(ctx: &Inner, plan: &Plan) -> Result<Option<String>, PlanError> {
+    let (user, app_user) = tokio::join!(
+        ctx.graph.user_by_id(&plan.entra_id),
+        ctx.okta.app_user(&plan.okta_user_id)
+    );
+    let Some(user) = user.map_err(graph_err)?.value else {
+        return Ok(Some("the Entra user no longer exists".into()));
+    };
+    let Some(app_user) = app_user.map_err(okta_err)?.value else {
+        return Ok(Some(
+            "the user is no longer assigned to Office 365 in Okta".into(),
+        ));
+    };
+    let domain = Upn::parse(&user.user_principal_name)
+        .map(|u| u.domain().to_ascii_lowercase())
+        .unwrap_or_default();
+    let auth = if domain.eq_ignore_ascii_case(plan.upn.domain()) {
+        plan.facts.authentication_type.clone()
+    } else {
+        ctx.graph
+            .domain(&domain)
+            .await
+            .map_err(graph_err)?
+            .value
+            .map(|d| d.authentication_type)
+            .unwrap_or_default()
+    };
+    let now = facts_of(&user, &auth, &app_user);
+    if now.fingerprint() == plan.fingerprint {
+        return Ok(None);
+    }
+    Ok(Some(describe_change(&plan.facts, &now)))
+}
+
+fn describe_change(a: &Facts, b: &Facts) -> String {
+    let mut changes = Vec::new();
+    let mut cmp = |name: &str, x: String, y: String| {
+        if x != y {
+            changes.push(format!("{name}: {x} → {y}"));
+        }
+    };
+    let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "<none>".into());
+    cmp("UPN", a.upn.clone(), b.upn.clone());
+    cmp(
+        "Entra ImmutableID",
+        opt(&a.entra_immutable_id),
+        opt(&b.entra_immutable_id),
+    );
+    cmp("synced", a.synced.to_string(), b.synced.to_string());
+    cmp(
+        "domain type",
+        a.authentication_type.clone(),
+        b.authentication_type.clone(),
+    );
+    cmp("Okta scope", a.app_scope.clone(), b.app_scope.clone());
+    cmp("Okta status", a.app_status.clone(), b.app_status.clone());
+    cmp(
+        "Okta ImmutableID",
+        opt(&a.app_immutable_id),
+        opt(&b.app_immutable_id),
+    );
+    changes.join("; ")
+}

@@ -1,0 +1,235 @@
+//! The Office 365 app in Okta: its users (read, list, assign, unassign) and group assignments.
+
+use serde_json::{json, Map, Value};
+
+use super::clock::okta_time;
+use super::okta::{bad_limit, error, malformed, mapped_properties, not_found, validation};
+use super::paging::page;
+use super::reply::{Ctx, Reply};
+use super::state::{prop_str, AppUserRec, State};
+use super::MappingMode;
+
+pub(crate) fn check_app(st: &State, app: &str) -> Result<(), Reply> {
+    if app == st.app_id {
+        Ok(())
+    } else {
+        Err(not_found(app, "AppInstance"))
+    }
+}
+
+pub(crate) fn app_user_json(st: &State, a: &AppUserRec) -> Value {
+    json!({
+        "id": a.user_id,
+        "externalId": a.external_id,
+        "created": a.created,
+        "lastUpdated": a.last_updated,
+        "scope": a.scope,
+        "status": a.status,
+        "statusChanged": a.status_changed,
+        "passwordChanged": null,
+        "syncState": "SYNCHRONIZED",
+        "lastSync": a.last_updated,
+        "credentials": { "userName": a.user_name },
+        "profile": a.profile,
+        "_links": {
+            "app": { "href": format!("{}/api/v1/apps/{}", st.okta_base, st.app_id) },
+            "user": { "href": format!("{}/api/v1/users/{}", st.okta_base, a.user_id) }
+        }
+    })
+}
+
+/// `GET /api/v1/apps/{appId}/users/{userId}`.
+pub(crate) fn get_app_user(st: &State, app: &str, user: &str) -> Reply {
+    if let Err(r) = check_app(st, app) {
+        return r;
+    }
+    match st.app_user(user) {
+        Some(i) => Reply::json(200, app_user_json(st, &st.app_users[i])),
+        None => not_found(user, "AppUser"),
+    }
+}
+
+fn starts_with_ci(value: Option<&str>, prefix: &str) -> bool {
+    value.is_some_and(|v| {
+        v.len() >= prefix.len()
+            && v.is_char_boundary(prefix.len())
+            && v[..prefix.len()].eq_ignore_ascii_case(prefix)
+    })
+}
+
+/// `GET /api/v1/apps/{appId}/users?q=&limit=&after=`.
+pub(crate) fn list_app_users(st: &State, app: &str, ctx: &Ctx) -> Reply {
+    if let Err(r) = check_app(st, app) {
+        return r;
+    }
+    let q = ctx.param("q").filter(|q| !q.is_empty());
+    let items = st
+        .app_users
+        .iter()
+        .filter(|a| {
+            q.is_none_or(|q| {
+                starts_with_ci(Some(&a.user_name), q)
+                    || ["email", "firstName", "lastName"]
+                        .iter()
+                        .any(|p| starts_with_ci(prop_str(&a.profile, p), q))
+            })
+        })
+        .map(|a| (a.user_id.clone(), app_user_json(st, a)))
+        .collect();
+    page(items, ctx, &st.okta_base, 50, 500).unwrap_or_else(bad_limit)
+}
+
+/// `GET /api/v1/apps/{appId}/groups`.
+pub(crate) fn app_groups(st: &State, app: &str, ctx: &Ctx) -> Reply {
+    if let Err(r) = check_app(st, app) {
+        return r;
+    }
+    let items = st
+        .app_groups
+        .iter()
+        .map(|g| {
+            (
+                g.group_id.clone(),
+                json!({
+                    "id": g.group_id,
+                    "lastUpdated": "2023-02-01T08:00:00.000Z",
+                    "priority": g.priority,
+                    "profile": {},
+                    "_links": {
+                        "app": { "href": format!("{}/api/v1/apps/{}", st.okta_base, st.app_id) },
+                        "group": { "href": format!("{}/api/v1/groups/{}", st.okta_base, g.group_id) }
+                    }
+                }),
+            )
+        })
+        .collect();
+    page(items, ctx, &st.okta_base, 20, 200).unwrap_or_else(bad_limit)
+}
+
+/// `DELETE /api/v1/apps/{appId}/users/{userId}`.
+pub(crate) fn unassign(st: &mut State, app: &str, user: &str, ctx: &Ctx) -> Reply {
+    if let Err(r) = check_app(st, app) {
+        return r;
+    }
+    let Some(i) = st.app_user(user) else {
+        return not_found(user, "AppUser");
+    };
+    let group_grant = st.app_users[i].scope == "GROUP" || !st.granting_groups(user).is_empty();
+    if group_grant {
+        return error(
+            403,
+            "E0000046",
+            "Deactivate application for user forbidden",
+            &["Cannot unassign a user from an application while their group memberships grant them access to the application."],
+        );
+    }
+    let removed = st.app_users.remove(i);
+    if st.deactivate_enabled() {
+        st.deprovisions.push(removed.user_id.clone());
+        // Office 365 blocks the user's sign-in: that is what deprovisioning does downstream.
+        let target = removed
+            .external_id
+            .as_deref()
+            .and_then(|id| st.entra_find_current(id))
+            .or_else(|| st.entra_find_current(&removed.user_name));
+        if let Some(j) = target {
+            let mut next = st.entra[j].current.clone();
+            next.insert("accountEnabled".into(), Value::Bool(false));
+            st.entra_write(j, next, ctx.now);
+        }
+    }
+    Reply::empty(204)
+}
+
+/// `POST /api/v1/apps/{appId}/users`.
+pub(crate) fn assign(st: &mut State, app: &str, ctx: &Ctx) -> Reply {
+    if let Err(r) = check_app(st, app) {
+        return r;
+    }
+    let body = match serde_json::from_slice::<Value>(&ctx.body) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) | Err(_) => return malformed(),
+    };
+    let Some(user_id) = body.get("id").and_then(Value::as_str) else {
+        return validation("id", "id: The field cannot be left blank.");
+    };
+    let Some(ui) = st.okta_users.iter().position(|u| u.id == user_id) else {
+        return validation("id", &format!("id: No user with id '{user_id}' exists."));
+    };
+    match body.get("scope") {
+        None => {}
+        Some(Value::String(s)) if s == "USER" => {}
+        Some(_) => return validation("scope", "scope: Only USER scope can be assigned directly."),
+    }
+    let user_name = match body.get("credentials").and_then(|c| c.get("userName")) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(_) => return validation("credentials", "credentials.userName: invalid value."),
+    };
+    let given: Map<String, Value> = match body.get("profile") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(p)) => p.clone(),
+        Some(_) => return validation("profile", "profile: must be an object."),
+    };
+    let mapped = mapped_properties(st.mapping);
+    if st.mapping == MappingMode::Reject {
+        if let Some((name, _)) = mapped.iter().find(|(name, _)| given.contains_key(*name)) {
+            let summary = format!(
+                "Api validation failed: profile: {name} is mapped by a profile mapping and cannot be set"
+            );
+            return error(400, "E0000001", &summary, &[&summary]);
+        }
+    }
+    let okta_profile = st.okta_users[ui].profile.clone();
+    let login = prop_str(&okta_profile, "login")
+        .unwrap_or_default()
+        .to_owned();
+    let now = okta_time(ctx.wall);
+    let existing = st.app_user(user_id);
+    let mut profile = existing
+        .map(|i| st.app_users[i].profile.clone())
+        .unwrap_or_default();
+    profile.extend(given);
+    for (target, source) in &mapped {
+        match okta_profile.get(*source) {
+            Some(v) if !v.is_null() => {
+                profile.insert((*target).to_owned(), v.clone());
+            }
+            _ => {
+                profile.remove(*target);
+            }
+        }
+    }
+    let rec = match existing {
+        Some(i) => {
+            let a = &mut st.app_users[i];
+            a.scope = "USER".into();
+            a.profile = profile;
+            a.last_updated = now;
+            if let Some(n) = user_name {
+                a.user_name = n;
+            }
+            a.clone()
+        }
+        None => {
+            let user_name = user_name.unwrap_or(login);
+            let external_id = st
+                .entra_find_current(&user_name)
+                .and_then(|j| prop_str(&st.entra[j].current, "id").map(str::to_owned));
+            let rec = AppUserRec {
+                user_id: user_id.to_owned(),
+                scope: "USER".into(),
+                status: "PROVISIONED".into(),
+                external_id,
+                created: now.clone(),
+                last_updated: now.clone(),
+                status_changed: now,
+                user_name,
+                profile,
+            };
+            st.app_users.push(rec.clone());
+            rec
+        }
+    };
+    Reply::json(200, app_user_json(st, &rec))
+}

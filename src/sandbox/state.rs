@@ -1,0 +1,221 @@
+//! The tenant's state: Entra users (with the version readers still see), Okta users, groups, the
+//! Office 365 app, and everything the sandbox records for inspection.
+
+use serde_json::{Map, Value};
+use std::time::{Duration, Instant};
+
+use super::faults::Faults;
+use super::ratelimit::RateLimiter;
+use super::token::TokenStore;
+use super::{CallRecord, MappingMode};
+
+pub(crate) type Props = Map<String, Value>;
+
+/// One Entra user: its stored properties, and the version readers see until replication catches up.
+pub(crate) struct EntraEntry {
+    pub current: Props,
+    pub prev: Option<(Props, Instant)>,
+}
+
+pub(crate) struct Domain {
+    pub name: String,
+    pub federated: bool,
+    pub is_initial: bool,
+    pub is_default: bool,
+}
+
+pub(crate) struct DirectoryRole {
+    pub id: String,
+    pub display_name: String,
+    pub template_id: String,
+    pub members: Vec<String>,
+}
+
+pub(crate) struct OktaUserRec {
+    pub id: String,
+    pub status: String,
+    pub created: String,
+    pub last_updated: String,
+    pub profile: Props,
+}
+
+pub(crate) struct OktaGroupRec {
+    pub id: String,
+    /// `OKTA_GROUP` or `BUILT_IN`.
+    pub kind: &'static str,
+    pub name: String,
+    pub description: String,
+    pub members: Vec<String>,
+}
+
+pub(crate) struct AppGroupRec {
+    pub group_id: String,
+    pub priority: u32,
+}
+
+#[derive(Clone)]
+pub(crate) struct AppUserRec {
+    pub user_id: String,
+    pub scope: String,
+    pub status: String,
+    pub external_id: Option<String>,
+    pub created: String,
+    pub last_updated: String,
+    pub status_changed: String,
+    pub user_name: String,
+    pub profile: Props,
+}
+
+pub(crate) struct State {
+    pub latency: Duration,
+    pub graph_read_lag: Duration,
+    pub token_lifetime: Duration,
+    pub mapping: MappingMode,
+
+    pub tenant_name: String,
+    pub tenant_guid: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub okta_token: String,
+    pub app_id: String,
+    /// `http://127.0.0.1:PORT/graph/v1.0`, no trailing slash.
+    pub graph_base: String,
+    /// `http://127.0.0.1:PORT/okta`, no trailing slash.
+    pub okta_base: String,
+
+    pub org_name: String,
+    pub domains: Vec<Domain>,
+    pub entra: Vec<EntraEntry>,
+    pub roles: Vec<DirectoryRole>,
+
+    pub okta_users: Vec<OktaUserRec>,
+    pub okta_groups: Vec<OktaGroupRec>,
+    pub app_groups: Vec<AppGroupRec>,
+    pub app_users: Vec<AppUserRec>,
+    pub capabilities: Value,
+    pub provisioning_writes: Vec<Value>,
+    pub deprovisions: Vec<String>,
+
+    pub tokens: TokenStore,
+    pub faults: Faults,
+    pub rate: RateLimiter,
+    pub okta_throttled: u64,
+    pub calls: Vec<CallRecord>,
+}
+
+pub(crate) fn prop_str<'a>(p: &'a Props, name: &str) -> Option<&'a str> {
+    p.get(name).and_then(Value::as_str)
+}
+
+/// The domain part of a UPN.
+pub(crate) fn upn_domain(upn: &str) -> &str {
+    upn.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
+}
+
+impl State {
+    /// The version of Entra user `i` that reads see at `now`.
+    pub(crate) fn entra_visible(&self, i: usize, now: Instant) -> &Props {
+        let e = &self.entra[i];
+        match &e.prev {
+            Some((old, at)) if now.saturating_duration_since(*at) < self.graph_read_lag => old,
+            _ => &e.current,
+        }
+    }
+
+    fn matches_key(p: &Props, key: &str) -> bool {
+        prop_str(p, "id").is_some_and(|id| id.eq_ignore_ascii_case(key))
+            || prop_str(p, "userPrincipalName").is_some_and(|u| u.eq_ignore_ascii_case(key))
+    }
+
+    /// By object id or UPN, as reads see it.
+    pub(crate) fn entra_find_visible(&self, key: &str, now: Instant) -> Option<usize> {
+        (0..self.entra.len()).find(|&i| Self::matches_key(self.entra_visible(i, now), key))
+    }
+
+    /// By object id or UPN, as stored.
+    pub(crate) fn entra_find_current(&self, key: &str) -> Option<usize> {
+        self.entra
+            .iter()
+            .position(|e| Self::matches_key(&e.current, key))
+    }
+
+    /// Stores a new version; readers keep seeing what they saw at this instant for the lag.
+    pub(crate) fn entra_write(&mut self, i: usize, new: Props, now: Instant) {
+        let seen = self.entra_visible(i, now).clone();
+        let e = &mut self.entra[i];
+        e.prev = Some((seen, now));
+        e.current = new;
+    }
+
+    pub(crate) fn domain(&self, name: &str) -> Option<&Domain> {
+        self.domains
+            .iter()
+            .find(|d| d.name.eq_ignore_ascii_case(name))
+    }
+
+    pub(crate) fn is_federated(&self, domain: &str) -> bool {
+        self.domain(domain).is_some_and(|d| d.federated)
+    }
+
+    pub(crate) fn roles_of(&self, entra_id: &str) -> Vec<&DirectoryRole> {
+        self.roles
+            .iter()
+            .filter(|r| r.members.iter().any(|m| m.eq_ignore_ascii_case(entra_id)))
+            .collect()
+    }
+
+    /// An Okta user by id, login (case-insensitive), or unambiguous login short name.
+    pub(crate) fn okta_find(&self, key: &str) -> Option<usize> {
+        if let Some(i) = self.okta_users.iter().position(|u| u.id == key) {
+            return Some(i);
+        }
+        let login = |u: &OktaUserRec| prop_str(&u.profile, "login").unwrap_or("").to_owned();
+        if let Some(i) = self
+            .okta_users
+            .iter()
+            .position(|u| login(u).eq_ignore_ascii_case(key))
+        {
+            return Some(i);
+        }
+        if key.contains('@') {
+            return None;
+        }
+        let short: Vec<usize> = (0..self.okta_users.len())
+            .filter(|&i| {
+                let l = login(&self.okta_users[i]);
+                l.split('@').next().unwrap_or("").eq_ignore_ascii_case(key)
+            })
+            .collect();
+        (short.len() == 1).then(|| short[0])
+    }
+
+    pub(crate) fn app_user(&self, user_id: &str) -> Option<usize> {
+        self.app_users.iter().position(|a| a.user_id == user_id)
+    }
+
+    /// Groups assigned to the app that hold this Okta user.
+    pub(crate) fn granting_groups(&self, user_id: &str) -> Vec<&OktaGroupRec> {
+        self.app_groups
+            .iter()
+            .filter_map(|ag| self.okta_groups.iter().find(|g| g.id == ag.group_id))
+            .filter(|g| g.members.iter().any(|m| m == user_id))
+            .collect()
+    }
+
+    pub(crate) fn deactivate_enabled(&self) -> bool {
+        self.capabilities
+            .pointer("/update/lifecycleDeactivate/status")
+            .and_then(Value::as_str)
+            == Some("ENABLED")
+    }
+
+    pub(crate) fn set_deactivate(&mut self, enabled: bool) {
+        let status = if enabled { "ENABLED" } else { "DISABLED" };
+        if let Some(v) = self
+            .capabilities
+            .pointer_mut("/update/lifecycleDeactivate/status")
+        {
+            *v = Value::String(status.into());
+        }
+    }
+}

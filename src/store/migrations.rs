@@ -1,0 +1,79 @@
+//! Versioned schema migrations, applied in order inside one transaction each.
+
+use rusqlite::Connection;
+
+/// Each entry upgrades the schema from its index to index + 1. Append only: never edit a
+/// migration that has shipped.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE runs (
+    id              TEXT PRIMARY KEY,
+    created_at_ms   INTEGER NOT NULL,
+    updated_at_ms   INTEGER NOT NULL,
+    requester_id    TEXT NOT NULL,
+    requester_name  TEXT NOT NULL,
+    upn             TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    plan_json       TEXT,
+    fingerprint     TEXT,
+    summary_json    TEXT
+);
+CREATE INDEX runs_by_state ON runs(state);
+CREATE TABLE journal (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id          TEXT NOT NULL,
+    step            TEXT NOT NULL,
+    api             TEXT NOT NULL,
+    object          TEXT NOT NULL,
+    before_json     TEXT NOT NULL,
+    intended_json   TEXT NOT NULL,
+    intent_at_ms    INTEGER NOT NULL,
+    outcome         TEXT,
+    error_code      TEXT,
+    request_id      TEXT,
+    outcome_at_ms   INTEGER
+);
+CREATE INDEX journal_by_run ON journal(run_id, id);
+CREATE TABLE provisioning_pause (
+    app_id          TEXT PRIMARY KEY,
+    snapshot_json   TEXT NOT NULL,
+    started_at_ms   INTEGER NOT NULL
+);
+CREATE TABLE pause_holders (
+    app_id          TEXT NOT NULL,
+    run_id          TEXT NOT NULL,
+    joined_at_ms    INTEGER NOT NULL,
+    PRIMARY KEY (app_id, run_id)
+);
+CREATE TABLE app_profiles (
+    run_id          TEXT PRIMARY KEY,
+    okta_user_id    TEXT NOT NULL,
+    app_user_json   TEXT NOT NULL,
+    saved_at_ms     INTEGER NOT NULL
+);
+"#];
+
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY,
+            applied_at_ms INTEGER NOT NULL
+        )",
+    )?;
+    let current: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at_ms) VALUES (?1, ?2)",
+            rusqlite::params![i as i64 + 1, super::now_ms()],
+        )?;
+        tx.commit()?;
+    }
+    Ok(())
+}
