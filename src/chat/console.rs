@@ -219,7 +219,7 @@ impl<'a, W: Write> Console<'a, W> {
             Ok(r) => r,
             Err(e) => {
                 self.say(&format!(
-                    "(only to {}) {} Nothing was changed.",
+                    "(only to {}) {}. Nothing was changed.",
                     actor.name,
                     sanitize(&e.to_string(), 400)
                 ));

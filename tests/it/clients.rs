@@ -75,7 +75,7 @@ async fn graph_reads_users_by_upn_and_id() {
     let user_reads: Vec<_> = sb
         .calls()
         .into_iter()
-        .filter(|c| c.op == "graph.get_user")
+        .filter(|c| c.op == "graph.get_user" || c.op == "graph.list_users")
         .collect();
     assert!(!user_reads.is_empty());
     assert!(user_reads
@@ -266,7 +266,7 @@ async fn graph_429_waits_for_decimal_retry_after() {
     let g = graph(&sb);
     g.initial_domain().await.unwrap(); // token fetched before the clock starts
     sb.inject(fault(
-        "graph.get_user",
+        "graph.list_users",
         1,
         FaultAction::Throttle {
             retry_after: Some("1.5".into()),
@@ -278,7 +278,7 @@ async fn graph_429_waits_for_decimal_retry_after() {
     assert!(user.value.is_some());
     assert!(elapsed >= Duration::from_millis(1500), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
-    assert_eq!(calls_of(&sb, "graph.get_user"), 2);
+    assert_eq!(calls_of(&sb, "graph.list_users"), 2);
 }
 
 #[tokio::test]
@@ -286,7 +286,7 @@ async fn graph_retries_503_and_concurrency_violation() {
     let sb = sandbox().await;
     let g = graph(&sb);
     sb.inject(fault(
-        "graph.get_user",
+        "graph.list_users",
         1,
         error(503, "serviceNotAvailable"),
     ));
@@ -296,7 +296,7 @@ async fn graph_retries_503_and_concurrency_violation() {
         .unwrap()
         .value
         .is_some());
-    assert_eq!(calls_of(&sb, "graph.get_user"), 2);
+    assert_eq!(calls_of(&sb, "graph.list_users"), 2);
 
     // A managed domain: the ImmutableID may be set without moving the UPN first.
     let alex = entra_id(&g, "alex@fabrikam.com").await;
@@ -334,7 +334,7 @@ async fn graph_timeouts_are_retried_within_the_deadline() {
     g.initial_domain().await.unwrap();
 
     sb.inject(fault(
-        "graph.get_user",
+        "graph.list_users",
         1,
         FaultAction::Delay(Duration::from_secs(2)),
     ));
@@ -353,7 +353,7 @@ async fn graph_timeouts_are_retried_within_the_deadline() {
     let g = graph_with(&sb, http);
     g.initial_domain().await.unwrap();
     sb.inject(fault(
-        "graph.get_user",
+        "graph.list_users",
         1_000,
         FaultAction::Delay(Duration::from_secs(2)),
     ));
@@ -416,7 +416,7 @@ async fn graph_wrong_secret_is_an_auth_error_without_the_secret() {
         1,
         "refused credentials are not retried"
     );
-    assert_eq!(calls_of(&sb, "graph.get_user"), 0);
+    assert_eq!(calls_of(&sb, "graph.list_users"), 0);
 }
 
 // ---------------------------------------------------------------- Okta: happy paths
@@ -733,4 +733,14 @@ async fn okta_assign_is_not_retried_after_a_timeout() {
     o.assign(&body).await.expect("503 on assign is retried");
     assert_eq!(calls_of(&sb, "okta.assign") - before_503, 2);
     assert!(sb.okta_app_user(id.as_str()).is_some());
+}
+
+#[tokio::test]
+async fn client_configs_print_secrets_redacted() {
+    let sb = sandbox().await;
+    let g = format!("{:?}", sb.graph_config(fast_http()));
+    let o = format!("{:?}", sb.okta_config(fast_http()));
+    assert!(!g.contains(sb.creds.client_secret.expose()), "{g}");
+    assert!(!o.contains(sb.creds.okta_token.expose()), "{o}");
+    assert!(g.contains("[redacted]") && o.contains("[redacted]"));
 }

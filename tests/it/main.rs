@@ -1,6 +1,7 @@
 //! The one integration test binary: real clients against the sandbox tenant on 127.0.0.1.
 
 mod clients;
+mod console;
 mod harness;
 mod pipeline;
 mod sandbox_rules;

@@ -123,10 +123,18 @@ impl GraphClient {
     }
 
     /// `GET /users/{upn}?$select=…`; `None` on 404 `Request_ResourceNotFound`.
+    ///
+    /// Looked up with `$filter=userPrincipalName eq '…'` rather than in the path: `'` is legal in
+    /// a UPN, and an OData literal with `''` is the one escaping Graph documents for it.
     pub async fn user_by_upn(&self, upn: &Upn) -> Result<Reply<Option<EntraUser>>, GraphError> {
-        let mut url = self.url(&["users", upn.as_str()]);
-        url.set_query(Some(&format!("$select={USER_SELECT}")));
-        self.get_optional(url).await
+        let mut url = self.url(&["users"]);
+        url.set_query(Some(&upn_query(upn)));
+        let reply: Reply<Vec<EntraUser>> = self.get_all(url, &[]).await?;
+        Ok(reply.map(|users| {
+            users
+                .into_iter()
+                .find(|u| u.user_principal_name.eq_ignore_ascii_case(upn.as_str()))
+        }))
     }
 
     /// `GET /users/{id}?$select=…`; `None` on 404.
@@ -394,6 +402,14 @@ fn immutable_id_query(id: &ImmutableId) -> String {
     )
 }
 
+fn upn_query(upn: &Upn) -> String {
+    let filter = format!("userPrincipalName eq {}", odata_quote(upn.as_str()));
+    format!(
+        "$filter={}&$select={USER_SELECT}",
+        utf8_percent_encode(&filter, QUERY_VALUE)
+    )
+}
+
 fn is_not_found(code: &str) -> bool {
     code == "Request_ResourceNotFound" || code == "ResourceNotFound"
 }
@@ -470,6 +486,21 @@ mod tests {
         ));
         let id = ImmutableId::parse_value("o'x").unwrap();
         assert!(immutable_id_query(&id).contains("%27o%27%27x%27"));
+    }
+
+    #[test]
+    fn upn_filter_doubles_the_apostrophe() {
+        let upn = Upn::parse("o'brien@contoso.com").unwrap();
+        let mut url = Url::parse("https://graph.example/v1.0/users").unwrap();
+        url.set_query(Some(&upn_query(&upn)));
+        let filter = url
+            .query_pairs()
+            .find(|(k, _)| k == "$filter")
+            .map(|(_, v)| v.into_owned());
+        assert_eq!(
+            filter.as_deref(),
+            Some("userPrincipalName eq 'o''brien@contoso.com'")
+        );
     }
 
     #[test]
