@@ -1,4 +1,4 @@
-//! Command line: `demo` and `sandbox`; parsing and wiring only.
+//! Command line: `demo`, `console`, `audit` and `sandbox`; parsing and wiring only.
 
 use crate::config::Config;
 use anyhow::Context;
@@ -30,12 +30,28 @@ enum Command {
         #[arg(long)]
         stdin: bool,
     },
+    /// Chat events from standard input against the configured tenant, with state kept in the
+    /// data directory (recovers interrupted runs on start).
+    Console,
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// Serve the sandbox tenant (Graph, token endpoint, Okta) until interrupted.
     Sandbox {
         /// Address to listen on (loopback by default).
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditAction {
+    /// Check every record's hash and link; report the first broken one (exit 1).
+    Verify,
+    /// Write every record as JSON lines to standard output (for a SIEM).
+    Export,
 }
 
 pub fn main() -> ExitCode {
@@ -91,6 +107,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             };
             crate::demo::run(&config, script.as_deref(), &mut std::io::stdout()).await
         }
+        Command::Console => crate::chat::console::serve_stdin(&config).await,
+        Command::Audit { action } => audit(&config, action),
         Command::Sandbox { listen } => {
             serve_sandbox(&config, listen.unwrap_or(config.sandbox.listen)).await
         }
@@ -126,4 +144,30 @@ async fn serve_sandbox(config: &Config, listen: SocketAddr) -> anyhow::Result<()
     println!("Ctrl-C to stop.");
     tokio::signal::ctrl_c().await?;
     Ok(())
+}
+
+fn audit(config: &Config, action: AuditAction) -> anyhow::Result<()> {
+    use crate::store::{Store, Verification};
+    use std::io::Write;
+    let store = Store::open(&config.store.data_dir)?;
+    match action {
+        AuditAction::Verify => match store.audit_verify()? {
+            Verification::Intact { records } => {
+                println!("audit log intact: {records} records");
+                Ok(())
+            }
+            Verification::Broken { seq, reason } => {
+                anyhow::bail!("audit log broken at record {seq}: {reason}")
+            }
+        },
+        AuditAction::Export => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for record in store.audit_records()? {
+                serde_json::to_writer(&mut out, &record)?;
+                out.write_all(b"\n")?;
+            }
+            out.flush()?;
+            Ok(())
+        }
+    }
 }

@@ -106,6 +106,19 @@ impl PendingApproval {
         }
     }
 
+    /// Taken up again after a restart, with the approvals already recorded.
+    pub fn with_approvals(
+        run: RunId,
+        requester: Actor,
+        created_at_ms: i64,
+        approvals: Vec<Actor>,
+    ) -> Self {
+        Self {
+            approvals,
+            ..Self::new(run, requester, created_at_ms)
+        }
+    }
+
     pub fn expires_at_ms(&self, policy: &ApprovalPolicy) -> i64 {
         self.created_at_ms + policy.ttl.as_millis() as i64
     }

@@ -15,7 +15,7 @@ use crate::approval::{ApprovalPolicy, PendingApproval, Verdict, Vote};
 use crate::domain::{Actor, RunId};
 use crate::pipeline::{Engine, Plan, PlanError, RepairRequest, Reporter, RunEvent, RunSummary};
 use crate::sandbox::{Fault, FaultAction, Sandbox};
-use crate::store::now_ms;
+use crate::store::{now_ms, VoteKind};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
@@ -283,6 +283,16 @@ impl<'a, W: Write> Console<'a, W> {
                 }
             }
             Verdict::Counted { have, need } => {
+                let plan = self.pending[&run_id].0.clone();
+                if let Err(e) = self
+                    .engine
+                    .record_vote(&plan, &actor, VoteKind::Approve, need)
+                {
+                    self.thread(&format!(
+                        "could not record the approval ({e:#}); it does not count yet."
+                    ));
+                    return;
+                }
                 self.thread(&format!("✅ approval {have}/{need} from {}", actor.name));
             }
             Verdict::Expired => {
@@ -291,15 +301,19 @@ impl<'a, W: Write> Console<'a, W> {
                 self.thread("⌛ this plan expired before it was approved; nothing was changed. Run the command again.");
             }
             Verdict::Rejected { by } => {
-                let _ = self.engine.close_unexecuted(run_id, "rejected");
-                self.pending.remove(&run_id);
+                let (plan, _) = self.pending.remove(&run_id).expect("resolved");
+                let _ = self.engine.record_vote(&plan, &by, VoteKind::Reject, 1);
                 self.thread(&format!("❌ rejected by {}; nothing was changed.", by.name));
             }
             Verdict::Approved { by } => {
                 let (plan, _) = self.pending.remove(&run_id).expect("resolved");
-                match self.engine.mark_approved(run_id) {
-                    Ok(true) => {}
-                    Ok(false) => {
+                let need = self.policy.approvals_required;
+                match self
+                    .engine
+                    .record_vote(&plan, &actor, VoteKind::Approve, need)
+                {
+                    Ok(Some((_, true))) => {}
+                    Ok(_) => {
                         self.thread(
                             "this run is no longer awaiting approval; nothing more was done.",
                         );
@@ -318,6 +332,39 @@ impl<'a, W: Write> Console<'a, W> {
                 self.finished.push(summary);
             }
         }
+    }
+
+    /// After a restart: settle interrupted runs, then take up plans still awaiting approval
+    /// (their approvals so far and their original expiry kept).
+    pub async fn recover(&mut self) -> anyhow::Result<()> {
+        let (reporter, mut rx) = Reporter::channel();
+        let engine = self.engine.clone();
+        let settled = engine.recover(|_| reporter.clone()).await?;
+        drop(reporter);
+        while let Ok(ev) = rx.try_recv() {
+            self.render(ev);
+        }
+        self.finished.extend(settled);
+        for (plan, created_at_ms) in self.engine.awaiting_approval()? {
+            let approvers = self.engine.store().approvers(&plan.run.to_string())?;
+            let pending = PendingApproval::with_approvals(
+                plan.run,
+                plan.requester.clone(),
+                created_at_ms,
+                approvers
+                    .into_iter()
+                    .map(|(id, name)| Actor::new(id, name))
+                    .collect(),
+            );
+            self.say(&format!(
+                "run {} for {} is still awaiting approval (react ✅ to approve).",
+                plan.run.short(),
+                plan.upn
+            ));
+            self.order.push(plan.run);
+            self.pending.insert(plan.run, (plan, pending));
+        }
+        Ok(())
     }
 
     async fn execute(&mut self, plan: &Plan) -> RunSummary {
@@ -340,6 +387,7 @@ impl<'a, W: Write> Console<'a, W> {
     fn render(&mut self, ev: RunEvent) {
         match ev {
             RunEvent::Started { .. } => {}
+            RunEvent::Note { text, .. } => self.thread(&format!("ℹ {text}")),
             RunEvent::Step(r) => self.thread(&step_line(&r)),
             RunEvent::Finished(s) => self.thread(&summary_line(&s)),
         }
@@ -359,7 +407,7 @@ impl<'a, W: Write> Console<'a, W> {
             return;
         }
         self.pending.remove(&run_id);
-        let _ = self.engine.close_unexecuted(run_id, "cancelled");
+        let _ = self.engine.close_unexecuted_by(run_id, "cancelled", &actor);
         self.thread(&format!(
             "🛑 cancelled by {}; nothing was changed.",
             actor.name
@@ -387,4 +435,31 @@ impl<'a, W: Write> Console<'a, W> {
             Err(e) => self.say(&format!("could not read the store: {e:#}")),
         }
     }
+}
+
+/// `o365-fixbot console`: events from standard input against the configured tenant, with state
+/// in the data directory. Interrupted runs are settled before the first event is read.
+pub async fn serve_stdin(config: &crate::config::Config) -> anyhow::Result<()> {
+    use crate::directory::graph::GraphClient;
+    use crate::directory::okta::OktaClient;
+    use tokio::io::AsyncBufReadExt;
+    let store = crate::store::Store::open(&config.store.data_dir)?;
+    let graph = GraphClient::new(config.graph_client_config()?)?;
+    let okta = OktaClient::new(config.okta_client_config()?)?;
+    let engine = Engine::new(graph, okta, store, config.repair.clone());
+    let instance = engine.store().instance_name();
+    let _lease = engine.claim_okta_app(&instance, std::time::Duration::from_secs(60))?;
+    let mut console = Console::new(
+        engine,
+        ApprovalPolicy::from(&config.approval),
+        config.console.people.clone(),
+        None,
+        std::io::stdout(),
+    );
+    console.recover().await?;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        console.handle_line(&line).await;
+    }
+    Ok(())
 }

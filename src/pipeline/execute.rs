@@ -13,8 +13,20 @@ use super::Inner;
 use crate::directory::graph::UserPatch;
 use crate::directory::okta::{AppUserCredentials, AssignAppUser};
 use crate::domain::ImmutableId;
+use crate::store::JournalEntry;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
+
+/// One PATCH of the user, as journalled and reported.
+struct EntraWrite {
+    step: StepKind,
+    phase: Phase,
+    /// Journal label: the step number, or `undo-N`, or `settle`.
+    label: String,
+    patch: UserPatch,
+    before: String,
+    after: String,
+}
 
 /// How the Entra half ended.
 enum EntraEnd {
@@ -43,6 +55,8 @@ pub(crate) struct Runner<'a> {
     rolled_forward: bool,
     lag_notes: Vec<String>,
     provisioning: ProvisioningState,
+    /// Settling a run the process died in: every write is a roll-forward.
+    resumed: bool,
 }
 
 /// Runs an approved plan to its end and reports every step. Never panics on API failures.
@@ -118,6 +132,7 @@ pub(crate) async fn execute(ctx: &Inner, plan: &Plan, reporter: &Reporter) -> Ru
                 rolled_forward: false,
                 lag_notes: Vec::new(),
                 provisioning: ProvisioningState::Untouched,
+                resumed: false,
             };
             runner.run().await
         }
@@ -141,7 +156,249 @@ pub(crate) async fn execute(ctx: &Inner, plan: &Plan, reporter: &Reporter) -> Ru
     summary
 }
 
+/// Settles a run the process died in, from its journal and the stored pause. Unrecorded writes
+/// are never judged from a read (Graph reads lag): the write or its inverse is re-sent instead,
+/// which is safe because every write here is idempotent.
+pub(crate) async fn resume(
+    ctx: &Inner,
+    plan: &Plan,
+    journal: &[JournalEntry],
+    reporter: &Reporter,
+) -> RunSummary {
+    let run = plan.run;
+    let _lock = ctx.locks.try_lock(&plan.entra_id, &plan.upn, run);
+    let last = journal.iter().rev().find_map(|j| {
+        j.step
+            .split('-')
+            .next_back()
+            .and_then(|n| n.parse::<u8>().ok())
+    });
+    let holds_pause = ctx
+        .store
+        .pause(ctx.okta.app_id())
+        .ok()
+        .flatten()
+        .filter(|p| p.holders.contains(&run.to_string()));
+    let note = match last {
+        Some(n) => format!("the bot restarted during step {n}; settling the run from its journal"),
+        None => "the bot restarted before this run's first write".to_owned(),
+    };
+    reporter.send(RunEvent::Note {
+        run,
+        text: note.clone(),
+    });
+    let _ = ctx.store.audit(
+        Some(&run.to_string()),
+        "recovery",
+        None,
+        &json!({ "note": note }),
+    );
+    if let Err(e) = ctx.store.journal_mark_unknown(&run.to_string()) {
+        tracing::error!(run = %run, error = %format!("{e:#}"), "could not mark unrecorded outcomes");
+    }
+
+    let mut runner = Runner {
+        ctx,
+        plan,
+        reporter,
+        journal: Journal::new(ctx.store.clone()),
+        started: Instant::now(),
+        new_id: plan.new_immutable_id.clone(),
+        entra_now: plan.entra_immutable_id_before.clone(),
+        okta_now: plan.okta_immutable_id_before().map(str::to_owned),
+        failed_step: None,
+        rolled_forward: false,
+        lag_notes: Vec::new(),
+        provisioning: ProvisioningState::Untouched,
+        resumed: true,
+    };
+    // A fresh value drawn during a roll-forward supersedes the plan's.
+    if let Some(id) = journal
+        .iter()
+        .filter(|j| j.step == StepKind::SetImmutableId.label())
+        .filter_map(|j| {
+            j.intended
+                .get("onPremisesImmutableId")
+                .and_then(Value::as_str)
+        })
+        .next_back()
+        .and_then(|v| ImmutableId::parse_value(v).ok())
+    {
+        runner.new_id = id;
+    }
+    let summary = runner
+        .settle(journal, holds_pause.map(|p| p.snapshot))
+        .await;
+    let record = serde_json::to_value(&summary).unwrap_or(Value::Null);
+    if let Err(e) = ctx
+        .store
+        .set_run_summary(&run.to_string(), summary.outcome.state(), &record)
+    {
+        tracing::error!(run = %run, error = %format!("{e:#}"), "could not store the run summary");
+    }
+    reporter.send(RunEvent::Finished(summary.clone()));
+    summary
+}
+
 impl Runner<'_> {
+    async fn settle(&mut self, journal: &[JournalEntry], paused: Option<Value>) -> RunSummary {
+        let plan = self.plan;
+        let ok = |j: &&JournalEntry| j.outcome.as_deref() == Some("ok");
+        let entra_writes = journal
+            .iter()
+            .filter(|j| j.api == "graph.update_user")
+            .count();
+        let compensating = journal.iter().any(|j| j.step.starts_with("undo-"));
+        let entra_done = journal.iter().filter(ok).any(|j| {
+            j.api == "graph.update_user"
+                && (j.step == StepKind::UpnBack.label()
+                    || j.step == "settle"
+                    || (!plan.federated && j.step == StepKind::SetImmutableId.label()))
+        });
+        let okta_touched = journal.iter().any(|j| j.api.starts_with("okta."));
+        if entra_writes == 0 && paused.is_none() && !okta_touched {
+            return self.summary(
+                RunOutcome::RolledBack,
+                "the bot restarted before the first write; nothing was changed. Run the command again if the repair is still needed.".into(),
+            );
+        }
+        if compensating {
+            // The run was undoing its Entra half: finish undoing it.
+            let old = plan.entra_immutable_id_before.clone().unwrap_or_default();
+            return match self.settle_entra(&old).await {
+                Ok(()) => {
+                    self.entra_now = plan.entra_immutable_id_before.clone();
+                    self.summary(
+                        RunOutcome::RolledBack,
+                        format!("the interrupted rollback was completed: {} is back on its UPN with ImmutableID {old}; Okta was not touched.", plan.upn),
+                    )
+                }
+                Err(f) => self.summary(
+                    RunOutcome::NeedsAttention,
+                    self.stranded_message(StepKind::SetImmutableId, &f),
+                ),
+            };
+        }
+        self.rolled_forward = true;
+        if !entra_done {
+            let target = self.new_id.to_string();
+            if let Err(f) = self.settle_entra(&target).await {
+                if let Some(snapshot) = &paused {
+                    self.leave_after_restart(snapshot).await;
+                }
+                return self.summary(
+                    RunOutcome::NeedsAttention,
+                    self.stranded_message(StepKind::SetImmutableId, &f),
+                );
+            }
+        }
+        self.entra_now = Some(self.new_id.to_string());
+        if let EntraEnd::Unexpected(v) = self.verify_entra().await {
+            if let Some(snapshot) = &paused {
+                self.leave_after_restart(snapshot).await;
+            }
+            return self.summary(
+                RunOutcome::Diverged,
+                format!("Entra shows ImmutableID {v}, which this run did not write."),
+            );
+        }
+        if plan.mode == RepairMode::EntraOnly {
+            self.okta_now = Some(self.new_id.to_string());
+            return self.finish_success();
+        }
+        let unassign_sent = journal.iter().any(|j| j.api == "okta.unassign");
+        let new_assigned = journal.iter().filter(ok).any(|j| {
+            j.api == "okta.assign"
+                && j.intended
+                    .pointer("/profile/immutableId")
+                    .and_then(Value::as_str)
+                    == Some(self.new_id.as_str())
+        });
+        match paused {
+            Some(snapshot) => {
+                let from = if !unassign_sent {
+                    StepKind::Unassign
+                } else if !new_assigned {
+                    StepKind::Reassign
+                } else {
+                    StepKind::VerifyOkta
+                };
+                self.okta_window(&snapshot, from).await
+            }
+            // Not in a pause: either the Okta half never started, or it had left already.
+            None if !unassign_sent => self.okta_half().await,
+            None if new_assigned => {
+                self.okta_now = Some(self.new_id.to_string());
+                match self.verify_okta().await {
+                    Ok(()) => self.finish_success(),
+                    Err(s) => s,
+                }
+            }
+            None => self.okta_half_from(StepKind::Reassign).await,
+        }
+    }
+
+    /// Brings Entra to `target` on the original UPN from any point of steps 1–3: for a federated
+    /// user, the UPN to the initial domain again, then the ID and the UPN back in one PATCH.
+    async fn settle_entra(&mut self, target: &str) -> Result<(), ApiFailure> {
+        let plan = self.plan;
+        let attempts = self.ctx.policy.compensation_attempts;
+        if let Some(temp) = &plan.temporary_upn {
+            let first = EntraWrite {
+                step: StepKind::UpnToTemporary,
+                phase: Phase::RollForward,
+                label: "settle-1".into(),
+                patch: UserPatch {
+                    user_principal_name: Some(temp.to_string()),
+                    ..Default::default()
+                },
+                before: "unknown (restart)".into(),
+                after: temp.to_string(),
+            };
+            self.patch_user(first, attempts).await?;
+        }
+        let back = EntraWrite {
+            step: StepKind::UpnBack,
+            phase: Phase::RollForward,
+            label: "settle".into(),
+            patch: UserPatch {
+                on_premises_immutable_id: Some(target.to_owned()),
+                user_principal_name: plan.temporary_upn.as_ref().map(|_| plan.upn.to_string()),
+            },
+            before: "unknown (restart)".into(),
+            after: format!("{} / {target}", plan.upn),
+        };
+        self.patch_user(back, attempts).await
+    }
+
+    /// Leaves a pause the run held when the process died, restoring it when last out.
+    async fn leave_after_restart(&mut self, snapshot: &Value) {
+        match self.ctx.pause.leave(self.plan.run).await {
+            Ok(Left::Restored) => self.provisioning = ProvisioningState::Restored,
+            Ok(Left::HeldByOthers(n)) | Ok(Left::Lingering(n)) => {
+                self.provisioning = ProvisioningState::HeldByOthers(n)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, snapshot = %snapshot, "restoring provisioning after a restart failed");
+                self.provisioning = ProvisioningState::StillPaused;
+            }
+        }
+    }
+
+    /// Joins a fresh pause and runs the Okta steps from `from`.
+    async fn okta_half_from(&mut self, from: StepKind) -> RunSummary {
+        match self.ctx.pause.join(self.plan.run).await {
+            Ok(joined) => self.okta_window(&joined.snapshot, from).await,
+            Err(e) => self.summary(
+                RunOutcome::NeedsAttention,
+                format!(
+                    "ACTION NEEDED: {} may be unassigned from Office 365 in Okta and provisioning could not be paused to reassign them ({e}). Assign them in Okta with ImmutableID {}.",
+                    self.plan.upn, self.new_id
+                ),
+            ),
+        }
+    }
+
     async fn run(&mut self) -> RunSummary {
         let end = self.entra_half().await;
         let full = self.plan.mode == RepairMode::Full;
@@ -291,43 +548,58 @@ impl Runner<'_> {
         }
     }
 
-    /// One Entra write, retried `attempts` times with backoff, reported once.
+    /// One forward (or roll-forward) Entra write.
     async fn entra_write(
         &mut self,
         step: StepKind,
         phase: Phase,
         attempts: u32,
     ) -> Result<(), ApiFailure> {
+        let (patch, before, after) = self.entra_patch(step);
+        let write = EntraWrite {
+            step,
+            phase,
+            label: step.label(),
+            patch,
+            before,
+            after,
+        };
+        self.patch_user(write, attempts).await?;
+        if step == StepKind::SetImmutableId {
+            self.entra_now = Some(self.new_id.to_string());
+        }
+        Ok(())
+    }
+
+    /// A journalled PATCH of the user, retried `attempts` times with backoff, reported once.
+    async fn patch_user(&mut self, w: EntraWrite, attempts: u32) -> Result<(), ApiFailure> {
         let t0 = Instant::now();
         let mut backoff = self.ctx.policy.compensation_backoff;
         let mut request_ids = Vec::new();
+        let intended = serde_json::to_value(&w.patch).unwrap_or_default();
         let mut last = None;
-        for attempt in 1..=attempts {
-            let (patch, before, after) = self.entra_patch(step);
+        for attempt in 1..=attempts.max(1) {
             let res = self
                 .journal
                 .graph(
                     self.plan.run,
-                    &step.label(),
+                    &w.label,
                     "graph.update_user",
                     self.plan.entra_id.as_str(),
-                    &json!(before),
-                    &serde_json::to_value(&patch).unwrap_or_default(),
-                    || self.ctx.graph.update_user(&self.plan.entra_id, &patch),
+                    &json!(w.before),
+                    &intended,
+                    || self.ctx.graph.update_user(&self.plan.entra_id, &w.patch),
                 )
                 .await;
             match res {
                 Ok(reply) => {
                     request_ids.extend(reply.request_id);
-                    if step == StepKind::SetImmutableId {
-                        self.entra_now = Some(self.new_id.to_string());
-                    }
                     self.report(
-                        step,
-                        phase,
+                        w.step,
+                        w.phase,
                         StepOutcome::Done,
-                        before,
-                        after,
+                        w.before,
+                        w.after,
                         t0,
                         request_ids,
                     );
@@ -335,7 +607,7 @@ impl Runner<'_> {
                 }
                 Err(f) => {
                     request_ids.extend(f.request_id.clone());
-                    last = Some((f, before, after));
+                    last = Some(f);
                     if attempt < attempts {
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -343,8 +615,13 @@ impl Runner<'_> {
                 }
             }
         }
-        let (f, before, after) = last.expect("at least one attempt");
-        self.report(step, phase, failed(&f), before, after, t0, request_ids);
+        let f = last.expect("at least one attempt");
+        let outcome = if w.phase == Phase::Forward {
+            failed(&f)
+        } else {
+            StepOutcome::NeedsHuman(self.stranded_message(w.step, &f))
+        };
+        self.report(w.step, w.phase, outcome, w.before, w.after, t0, request_ids);
         Err(f)
     }
 
@@ -376,61 +653,24 @@ impl Runner<'_> {
             show(&self.entra_now)
         );
         let after = format!("{} / {old}", plan.upn);
-        let t0 = Instant::now();
-        let mut backoff = self.ctx.policy.compensation_backoff;
-        let mut ids = Vec::new();
-        let attempts = self.ctx.policy.compensation_attempts.max(1);
-        let mut last = None;
-        for attempt in 1..=attempts {
-            let res = self
-                .journal
-                .graph(
-                    plan.run,
-                    &format!("undo-{}", failed.label()),
-                    "graph.update_user",
-                    plan.entra_id.as_str(),
-                    &json!(before),
-                    &serde_json::to_value(&patch).unwrap_or_default(),
-                    || self.ctx.graph.update_user(&plan.entra_id, &patch),
-                )
-                .await;
-            match res {
-                Ok(r) => {
-                    ids.extend(r.request_id);
-                    self.entra_now = plan.entra_immutable_id_before.clone();
-                    self.report(
-                        failed,
-                        Phase::Compensation,
-                        StepOutcome::Done,
-                        before,
-                        after,
-                        t0,
-                        ids,
-                    );
-                    return EntraEnd::RolledBack;
-                }
-                Err(f) => {
-                    ids.extend(f.request_id.clone());
-                    last = Some(f);
-                    if attempt < attempts {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
-                    }
-                }
-            }
-        }
-        let f = last.expect("at least one attempt");
-        let what = self.stranded_message(failed, &f);
-        self.report(
-            failed,
-            Phase::Compensation,
-            StepOutcome::NeedsHuman(what.clone()),
+        let write = EntraWrite {
+            step: failed,
+            phase: Phase::Compensation,
+            label: format!("undo-{}", failed.label()),
+            patch,
             before,
             after,
-            t0,
-            ids,
-        );
-        EntraEnd::Stranded(what)
+        };
+        match self
+            .patch_user(write, self.ctx.policy.compensation_attempts)
+            .await
+        {
+            Ok(()) => {
+                self.entra_now = plan.entra_immutable_id_before.clone();
+                EntraEnd::RolledBack
+            }
+            Err(f) => EntraEnd::Stranded(self.stranded_message(failed, &f)),
+        }
     }
 
     fn stranded_message(&self, step: StepKind, f: &ApiFailure) -> String {
@@ -589,7 +829,13 @@ impl Runner<'_> {
             vec![],
         );
 
-        let body_result = self.okta_steps().await;
+        self.okta_window(&joined.snapshot, StepKind::Unassign).await
+    }
+
+    /// Steps `from`..8 inside the pause, then step 9: leave it, whatever happened.
+    async fn okta_window(&mut self, snapshot: &Value, from: StepKind) -> RunSummary {
+        let run = self.plan.run;
+        let body_result = self.okta_steps(from).await;
 
         let t9 = Instant::now();
         let left = self.ctx.pause.leave(run).await;
@@ -598,10 +844,7 @@ impl Runner<'_> {
                 self.provisioning = ProvisioningState::Restored;
                 (
                     StepOutcome::Done,
-                    format!(
-                        "restored exactly as before ({})",
-                        describe(&joined.snapshot)
-                    ),
+                    format!("restored exactly as before ({})", describe(snapshot)),
                 )
             }
             Ok(Left::HeldByOthers(n)) => {
@@ -617,7 +860,7 @@ impl Runner<'_> {
                 let what = format!(
                     "ACTION NEEDED: Okta provisioning for the Office 365 app is still PAUSED ({e}). Restore it now: PUT /api/v1/apps/{}/features/USER_PROVISIONING with {}",
                     self.ctx.okta.app_id(),
-                    joined.snapshot
+                    snapshot
                 );
                 (StepOutcome::NeedsHuman(what), "restore failed".into())
             }
@@ -641,7 +884,19 @@ impl Runner<'_> {
     }
 
     /// Steps 6–8 inside the pause. `Err` carries the final summary of a failed run.
-    async fn okta_steps(&mut self) -> Result<(), RunSummary> {
+    async fn okta_steps(&mut self, from: StepKind) -> Result<(), RunSummary> {
+        match from {
+            StepKind::Unassign => {
+                self.unassign().await?;
+                self.reassign_and_verify().await
+            }
+            StepKind::Reassign => self.reassign_and_verify().await,
+            _ => self.verify_okta().await,
+        }
+    }
+
+    /// Step 6: save the app profile, re-check Deactivate, unassign.
+    async fn unassign(&mut self) -> Result<(), RunSummary> {
         let plan = self.plan;
         let run = plan.run;
         let okta = &self.ctx.okta;
@@ -754,10 +1009,15 @@ impl Runner<'_> {
             }
         }
 
-        // Step 7: reassign with the new value; roll forward on failure, then fall back to the
-        // saved profile so nobody is left unassigned.
+        Ok(())
+    }
+
+    /// Step 7: reassign with the new value; roll forward on failure, then fall back to the
+    /// saved profile so nobody is left unassigned. Then step 8.
+    async fn reassign_and_verify(&mut self) -> Result<(), RunSummary> {
+        let plan = self.plan;
         let new_body = self.assign_body(Some(self.new_id.to_string()));
-        let phase = if self.failed_step.is_some() {
+        let phase = if self.failed_step.is_some() || self.resumed {
             Phase::RollForward
         } else {
             Phase::Forward
@@ -973,7 +1233,10 @@ impl Runner<'_> {
                 self.lag_notes.join(" and ")
             ));
         }
-        let outcome = if self.rolled_forward {
+        let outcome = if self.resumed {
+            message = format!("completed after the restart: {message}");
+            RunOutcome::RepairedAfterRollForward
+        } else if self.rolled_forward {
             message = format!("a step failed and the run rolled forward: {message}");
             RunOutcome::RepairedAfterRollForward
         } else {

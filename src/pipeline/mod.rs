@@ -18,7 +18,7 @@ use crate::config::RepairPolicy;
 use crate::directory::graph::GraphClient;
 use crate::directory::okta::OktaClient;
 use crate::domain::RunId;
-use crate::store::{NewRun, Store};
+use crate::store::{NewRun, Store, VoteKind};
 use locks::UserLocks;
 use pause::{PauseManager, PauseTiming};
 use std::sync::Arc;
@@ -96,20 +96,170 @@ impl Engine {
     }
 
     /// Marks a planned run approved; `false` if it was not awaiting approval (already approved,
-    /// rejected, expired). The caller applies the approval policy first.
+    /// rejected, expired). The caller applies the approval policy first; prefer
+    /// [`Engine::record_vote`], which also records who approved.
     pub fn mark_approved(&self, run: RunId) -> anyhow::Result<bool> {
-        self.inner
-            .store
-            .transition_run(&run.to_string(), &[AWAITING_APPROVAL], APPROVED)
+        self.inner.store.transition_run_audited(
+            &run.to_string(),
+            &[AWAITING_APPROVAL],
+            APPROVED,
+            None,
+            &serde_json::json!({}),
+        )
+    }
+
+    /// Records a vote the approval policy counted, with the plan fingerprint it saw. Returns
+    /// `Some((approvals so far, whether this vote approved or rejected the run))`, or `None` when
+    /// the run was no longer awaiting approval. Atomic: two approvals at the same instant
+    /// approve once.
+    pub fn record_vote(
+        &self,
+        plan: &Plan,
+        voter: &crate::domain::Actor,
+        vote: VoteKind,
+        required: u32,
+    ) -> anyhow::Result<Option<(u32, bool)>> {
+        self.inner.store.record_vote(
+            &plan.run.to_string(),
+            &voter.id,
+            &voter.name,
+            vote,
+            &plan.fingerprint,
+            required,
+        )
     }
 
     /// Moves a run that never executed to a final state (`rejected`, `expired`, `cancelled`).
     pub fn close_unexecuted(&self, run: RunId, state: &str) -> anyhow::Result<bool> {
-        self.inner
-            .store
-            .transition_run(&run.to_string(), &[AWAITING_APPROVAL, APPROVED], state)
+        self.inner.store.transition_run_audited(
+            &run.to_string(),
+            &[AWAITING_APPROVAL, APPROVED],
+            state,
+            None,
+            &serde_json::json!({}),
+        )
     }
 
+    /// Like [`Engine::close_unexecuted`], naming who closed it in the audit log.
+    pub fn close_unexecuted_by(
+        &self,
+        run: RunId,
+        state: &str,
+        actor: &crate::domain::Actor,
+    ) -> anyhow::Result<bool> {
+        self.inner.store.transition_run_audited(
+            &run.to_string(),
+            &[AWAITING_APPROVAL, APPROVED],
+            state,
+            Some(&actor.name),
+            &serde_json::json!({"actor_id": actor.id}),
+        )
+    }
+
+    /// Plans stored as awaiting approval (after a restart they still await it).
+    pub fn awaiting_approval(&self) -> anyhow::Result<Vec<(Plan, i64)>> {
+        let rows = self.inner.store.runs_in_state(AWAITING_APPROVAL)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                let plan: Plan = serde_json::from_value(r.plan?).ok()?;
+                Some((plan, r.created_at_ms))
+            })
+            .collect())
+    }
+
+    /// Settles every run the previous process died in — rolled forward from its journal, or its
+    /// interrupted rollback completed — then restores a provisioning pause nobody holds any more.
+    /// `reporter_for` gives each run's thread. Call once on start, before taking new work.
+    pub async fn recover(
+        &self,
+        reporter_for: impl Fn(&Plan) -> Reporter,
+    ) -> anyhow::Result<Vec<RunSummary>> {
+        let store = &self.inner.store;
+        let mut settled = Vec::new();
+        for state in [APPROVED, "running"] {
+            for row in store.runs_in_state(state)? {
+                let Some(plan) = row
+                    .plan
+                    .clone()
+                    .and_then(|p| serde_json::from_value::<Plan>(p).ok())
+                else {
+                    tracing::error!(run = %row.id, "interrupted run has no readable plan");
+                    continue;
+                };
+                let reporter = reporter_for(&plan);
+                if state == APPROVED {
+                    // Approved but never started: execute it now, exactly once.
+                    settled.push(self.execute(&plan, &reporter).await);
+                    continue;
+                }
+                let journal = store.journal(&row.id)?;
+                settled.push(execute::resume(&self.inner, &plan, &journal, &reporter).await);
+            }
+        }
+        self.inner
+            .pause
+            .settle_orphans()
+            .await
+            .map_err(|e| anyhow::anyhow!("restoring an orphaned provisioning pause failed: {e}"))?;
+        Ok(settled)
+    }
+
+    /// Takes the lease that makes this instance the only one managing the Okta app, and renews
+    /// it in the background until the returned guard is dropped.
+    pub fn claim_okta_app(
+        &self,
+        instance: &str,
+        ttl: std::time::Duration,
+    ) -> anyhow::Result<LeaseGuard> {
+        let name = format!("okta-app:{}", self.inner.okta.app_id());
+        if let Err(held) = self.inner.store.acquire_lease(&name, instance, ttl)? {
+            anyhow::bail!(
+                "another instance manages the Okta app {}: {held}",
+                self.inner.okta.app_id()
+            );
+        }
+        let store = self.inner.store.clone();
+        let (holder, lease) = (instance.to_owned(), name.clone());
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(ttl / 3);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match store.acquire_lease(&lease, &holder, ttl) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(held)) => tracing::error!(%held, "lost the Okta app lease"),
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "renewing the Okta app lease failed")
+                    }
+                }
+            }
+        });
+        Ok(LeaseGuard {
+            store: self.inner.store.clone(),
+            name,
+            holder: instance.to_owned(),
+            task,
+        })
+    }
+}
+
+/// Keeps the Okta app lease renewed; releases it when dropped.
+pub struct LeaseGuard {
+    store: Store,
+    name: String,
+    holder: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = self.store.release_lease(&self.name, &self.holder);
+    }
+}
+
+impl Engine {
     /// Executes an approved plan; exactly once per run, never two runs for one user at a time.
     pub async fn execute(&self, plan: &Plan, reporter: &Reporter) -> RunSummary {
         execute::execute(&self.inner, plan, reporter).await

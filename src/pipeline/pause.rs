@@ -224,6 +224,34 @@ impl PauseManager {
         Ok(Left::Restored)
     }
 
+    /// After a restart: drops holders whose runs are no longer running, and restores a pause
+    /// nobody holds any more.
+    pub async fn settle_orphans(&self) -> Result<Option<Left>, PauseError> {
+        let _mem = self.lock.lock().await;
+        let Some(p) = self.store.pause(self.app()).map_err(store_err)? else {
+            return Ok(None);
+        };
+        let mut remaining = p.holders.len();
+        for holder in &p.holders {
+            let running = self
+                .store
+                .run(holder)
+                .map_err(store_err)?
+                .is_some_and(|r| r.state == "running");
+            if !running {
+                remaining = self
+                    .store
+                    .pause_leave(self.app(), holder)
+                    .map_err(store_err)?;
+            }
+        }
+        if remaining > 0 {
+            return Ok(Some(Left::HeldByOthers(remaining)));
+        }
+        self.restore_locked(RunId::new(), &p.snapshot).await?;
+        Ok(Some(Left::Restored))
+    }
+
     /// Closes a lingering window once its bound passes, if nobody joined meanwhile.
     fn watch_linger(&self, after: Duration) {
         let Some(me) = self.me.upgrade() else { return };

@@ -165,7 +165,14 @@ pub struct RunSummary {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunEvent {
-    Started { run: RunId },
+    Started {
+        run: RunId,
+    },
+    /// Something the thread should be told that is not a step (e.g. a restart).
+    Note {
+        run: RunId,
+        text: String,
+    },
     Step(StepReport),
     Finished(RunSummary),
 }

@@ -106,6 +106,8 @@ pub enum FaultAction {
     Throttle { retry_after: Option<String> },
     /// Answer normally, but only after this delay.
     Delay(Duration),
+    /// Serve the call normally (the change is made), then hold the answer this long.
+    HoldReply(Duration),
     /// Someone switches Deactivate on in Okta just before this call is served normally.
     EnableDeactivate,
 }

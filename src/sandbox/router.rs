@@ -209,23 +209,34 @@ pub(crate) async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) 
         wall: SystemTime::now(),
     };
 
-    let mut st = shared.lock();
-    let reply = serve(&mut st, &endpoint, &ctx, action);
-    st.calls.push(CallRecord {
-        op: op.to_owned(),
-        method: ctx.method.to_string(),
-        path_and_query: parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_default(),
-        status: reply.status,
-        at_ms: ctx
-            .now
-            .saturating_duration_since(shared.started)
-            .as_millis() as u64,
-    });
-    drop(st);
+    let hold = match action {
+        Some(FaultAction::HoldReply(d)) => Some(d),
+        _ => None,
+    };
+    let reply = {
+        let mut st = shared.lock();
+        let reply = serve(&mut st, &endpoint, &ctx, action);
+        st.calls.push(CallRecord {
+            op: op.to_owned(),
+            method: ctx.method.to_string(),
+            path_and_query: parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default(),
+            status: reply.status,
+            at_ms: ctx
+                .now
+                .saturating_duration_since(shared.started)
+                .as_millis() as u64,
+        });
+        reply
+    };
+    if let Some(d) = hold {
+        // The change is made; the answer is late. A client that gives up (or dies) meanwhile
+        // never learns the outcome, as with a real server.
+        tokio::time::sleep(d).await;
+    }
     let content_type = match service {
         Service::Graph => GRAPH_JSON,
         _ => PLAIN_JSON,

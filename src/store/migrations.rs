@@ -4,7 +4,8 @@ use rusqlite::Connection;
 
 /// Each entry upgrades the schema from its index to index + 1. Append only: never edit a
 /// migration that has shipped.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE runs (
     id              TEXT PRIMARY KEY,
     created_at_ms   INTEGER NOT NULL,
@@ -50,7 +51,42 @@ CREATE TABLE app_profiles (
     app_user_json   TEXT NOT NULL,
     saved_at_ms     INTEGER NOT NULL
 );
-"#];
+"#,
+    r#"
+ALTER TABLE runs ADD COLUMN chat_ref TEXT;
+CREATE TABLE approvals (
+    run_id          TEXT NOT NULL,
+    voter_id        TEXT NOT NULL,
+    voter_name      TEXT NOT NULL,
+    vote            TEXT NOT NULL,
+    fingerprint     TEXT NOT NULL,
+    at_ms           INTEGER NOT NULL,
+    PRIMARY KEY (run_id, voter_id, vote)
+);
+CREATE TABLE audit (
+    seq             INTEGER PRIMARY KEY,
+    at_ms           INTEGER NOT NULL,
+    run_id          TEXT,
+    kind            TEXT NOT NULL,
+    actor           TEXT,
+    data_json       TEXT NOT NULL,
+    prev_hash       TEXT NOT NULL,
+    hash            TEXT NOT NULL
+);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE leases (
+    name            TEXT PRIMARY KEY,
+    holder          TEXT NOT NULL,
+    expires_at_ms   INTEGER NOT NULL
+);
+"#,
+];
+
+/// The schema as the first release created it, for upgrade tests.
+pub const V1_SCHEMA: &str = MIGRATIONS[0];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 

@@ -4,4 +4,5 @@ mod clients;
 mod console;
 mod harness;
 mod pipeline;
+mod recovery;
 mod sandbox_rules;
