@@ -1,4 +1,4 @@
-//! Command line: `demo`, `console`, `audit` and `sandbox`; parsing and wiring only.
+//! Command line: `serve`, `demo`, `console`, `audit` and `sandbox`; parsing and wiring only.
 
 use crate::config::Config;
 use anyhow::Context;
@@ -24,6 +24,17 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the Discord bot (token from FIXBOT_DISCORD_TOKEN or FIXBOT_DISCORD_TOKEN_FILE).
+    Serve {
+        /// Repair the embedded sandbox tenant instead of the configured Graph and Okta (trying
+        /// the bot out in a test server).
+        #[arg(long)]
+        sandbox: bool,
+        /// Discord API base instead of https://discord.com (an HTTP proxy, or a fake); overrides
+        /// discord.api_base.
+        #[arg(long, value_name = "URL")]
+        discord_api: Option<url::Url>,
+    },
     /// Start the sandbox tenant and tell the whole story in the terminal.
     Demo {
         /// Read chat events from standard input instead of the built-in story.
@@ -107,10 +118,55 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             };
             crate::demo::run(&config, script.as_deref(), &mut std::io::stdout()).await
         }
+        Command::Serve {
+            sandbox,
+            discord_api,
+        } => serve(config, sandbox, discord_api).await,
         Command::Console => crate::chat::console::serve_stdin(&config).await,
         Command::Audit { action } => audit(&config, action),
         Command::Sandbox { listen } => {
             serve_sandbox(&config, listen.unwrap_or(config.sandbox.listen)).await
+        }
+    }
+}
+
+async fn serve(
+    mut config: Config,
+    use_sandbox: bool,
+    discord_api: Option<url::Url>,
+) -> anyhow::Result<()> {
+    use crate::chat::discord::DiscordBot;
+    if discord_api.is_some() {
+        config.discord.api_base = discord_api;
+    }
+    config.discord.validate_for_serve()?;
+    let token = config.discord_token()?;
+    // Kept alive for the whole serve when used.
+    let mut _sandbox = None;
+    let engine = if use_sandbox {
+        let sb = crate::sandbox::Sandbox::start(crate::demo::sandbox_options(
+            &config,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        ))
+        .await
+        .context("could not start the sandbox tenant")?;
+        let engine = crate::demo::sandbox_engine(&config, &sb, &config.store.data_dir)?;
+        _sandbox = Some(sb);
+        engine
+    } else {
+        let graph = crate::directory::graph::GraphClient::new(config.graph_client_config()?)?;
+        let okta = crate::directory::okta::OktaClient::new(config.okta_client_config()?)?;
+        let store = crate::store::Store::open(&config.store.data_dir)?;
+        crate::pipeline::Engine::new(graph, okta, store, config.repair.clone())
+    };
+    let bot = DiscordBot::new(engine, &config.approval, &config.discord, &token).await?;
+    let shards = bot.shard_manager();
+    let run = tokio::spawn(bot.run());
+    tokio::select! {
+        res = run => res.context("the Discord task failed")?,
+        _ = tokio::signal::ctrl_c() => {
+            shards.shutdown_all().await;
+            Ok(())
         }
     }
 }

@@ -19,6 +19,7 @@ pub const EMBEDDED_DEFAULT: &str = include_str!("../config/default.toml");
 /// Environment variables holding secrets (each also accepts `NAME_FILE`).
 pub const GRAPH_SECRET_ENV: &str = "FIXBOT_GRAPH_CLIENT_SECRET";
 pub const OKTA_TOKEN_ENV: &str = "FIXBOT_OKTA_API_TOKEN";
+pub const DISCORD_TOKEN_ENV: &str = "FIXBOT_DISCORD_TOKEN";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +38,10 @@ pub struct Config {
     pub sandbox: SandboxSettings,
     #[serde(default)]
     pub console: ConsoleSettings,
+    #[serde(default)]
+    pub ops: OpsSettings,
+    #[serde(default)]
+    pub discord: DiscordSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -164,11 +169,155 @@ impl Default for SandboxSettings {
     }
 }
 
+/// Health, readiness and metrics endpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpsSettings {
+    /// Loopback by default; `0.0.0.0:9464` inside a container so orchestrator probes reach it.
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for OpsSettings {
+    fn default() -> Self {
+        Self {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
+/// Prefix of environment variables that override config keys: `FIXBOT_<SECTION>__<KEY>`, e.g.
+/// `FIXBOT_STORE__DATA_DIR=/data` or `FIXBOT_REPAIR__ALLOWED_DOMAINS='["example.com"]'`.
+/// Values are read as TOML values, falling back to a plain string.
+pub const ENV_PREFIX: &str = "FIXBOT_";
+
 /// People the console front end knows: name → roles.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsoleSettings {
     pub people: BTreeMap<String, Vec<String>>,
+}
+
+/// The Discord front end (`o365-fixbot serve`). Ids are Discord snowflakes, written as TOML
+/// integers or strings. Role ids, not role names: names can be renamed and repeated, ids cannot,
+/// and ids are what Discord's events carry. `[approval]` still gives `approvals_required` and
+/// `ttl`; its `requester_roles` / `approver_roles` are the console's role *names* and are not used
+/// by Discord.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscordSettings {
+    /// Guilds whose commands are served; slash commands are registered in each on start.
+    #[serde(deserialize_with = "snowflakes")]
+    pub guild_ids: Vec<u64>,
+    /// Channels that accept commands (plans are posted where the command was typed).
+    #[serde(deserialize_with = "snowflakes")]
+    pub channel_ids: Vec<u64>,
+    /// Roles whose members may ask for repairs.
+    #[serde(deserialize_with = "snowflakes")]
+    pub requester_role_ids: Vec<u64>,
+    /// Roles whose members may approve (or reject) repairs.
+    #[serde(deserialize_with = "snowflakes")]
+    pub approver_role_ids: Vec<u64>,
+    /// Accounts that belong to one person (e.g. an admin's main and `-adm` accounts): none of
+    /// them may approve a run another one requested.
+    #[serde(deserialize_with = "snowflake_groups")]
+    pub linked_accounts: Vec<Vec<u64>>,
+    /// REST and gateway base URL instead of `https://discord.com` (an HTTP proxy such as
+    /// twilight-http-proxy, or a test fake). Turns serenity's own ratelimiter off.
+    pub api_base: Option<Url>,
+    /// Commands one person may send per minute, and how many at once.
+    pub commands_per_minute: u32,
+    pub command_burst: u32,
+    /// Runs open at once (awaiting approval or executing); more are refused until one ends.
+    pub max_open_runs: usize,
+    /// Auto-archive of the result thread, minutes: 60, 1440, 4320 or 10080.
+    pub thread_auto_archive_minutes: u16,
+}
+
+impl Default for DiscordSettings {
+    fn default() -> Self {
+        Self {
+            guild_ids: Vec::new(),
+            channel_ids: Vec::new(),
+            requester_role_ids: Vec::new(),
+            approver_role_ids: Vec::new(),
+            linked_accounts: Vec::new(),
+            api_base: None,
+            commands_per_minute: 6,
+            command_burst: 3,
+            max_open_runs: 20,
+            thread_auto_archive_minutes: 1440,
+        }
+    }
+}
+
+impl DiscordSettings {
+    /// What `serve` needs before it connects; the rest of the config may omit `[discord]`.
+    pub fn validate_for_serve(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.guild_ids.is_empty(),
+            "discord.guild_ids is empty: name the guild(s) the bot serves"
+        );
+        anyhow::ensure!(
+            !self.channel_ids.is_empty(),
+            "discord.channel_ids is empty: name the channel(s) that accept commands"
+        );
+        anyhow::ensure!(
+            !self.requester_role_ids.is_empty() && !self.approver_role_ids.is_empty(),
+            "discord.requester_role_ids and discord.approver_role_ids must both name at least one role id"
+        );
+        anyhow::ensure!(
+            self.commands_per_minute >= 1 && self.command_burst >= 1,
+            "discord.commands_per_minute and discord.command_burst must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_open_runs >= 1,
+            "discord.max_open_runs must be at least 1"
+        );
+        anyhow::ensure!(
+            [60, 1440, 4320, 10080].contains(&self.thread_auto_archive_minutes),
+            "discord.thread_auto_archive_minutes must be 60, 1440, 4320 or 10080"
+        );
+        if let Some(base) = &self.api_base {
+            anyhow::ensure!(
+                matches!(base.scheme(), "http" | "https") && base.path() == "/",
+                "discord.api_base must be a bare http(s) origin such as http://127.0.0.1:3000"
+            );
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SnowflakeRepr {
+    Int(u64),
+    Text(String),
+}
+
+impl SnowflakeRepr {
+    fn get<E: serde::de::Error>(self) -> Result<u64, E> {
+        match self {
+            SnowflakeRepr::Int(v) => Ok(v),
+            SnowflakeRepr::Text(s) => s
+                .trim()
+                .parse()
+                .map_err(|_| E::custom(format!("`{s}` is not a Discord id (a number)"))),
+        }
+    }
+}
+
+fn snowflakes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+    Vec::<SnowflakeRepr>::deserialize(d)?
+        .into_iter()
+        .map(SnowflakeRepr::get)
+        .collect()
+}
+
+fn snowflake_groups<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Vec<u64>>, D::Error> {
+    Vec::<Vec<SnowflakeRepr>>::deserialize(d)?
+        .into_iter()
+        .map(|g| g.into_iter().map(SnowflakeRepr::get).collect())
+        .collect()
 }
 
 impl Config {
@@ -186,8 +335,72 @@ impl Config {
     }
 
     pub fn parse(text: &str, origin: &Path) -> anyhow::Result<Self> {
-        let cfg: Config = toml::from_str(text)
-            .map_err(|e| anyhow::anyhow!("{}: {}", origin.display(), e.to_string().trim()))?;
+        Self::parse_layered(text, origin, std::iter::empty())
+    }
+
+    /// The file at `path` (or the embedded default), then `FIXBOT_<SECTION>__<KEY>` overrides
+    /// from the environment.
+    pub fn load_layered(path: Option<&Path>) -> anyhow::Result<Self> {
+        let (text, origin) = match path {
+            Some(p) => (
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read config file {}", p.display()))?,
+                p.to_path_buf(),
+            ),
+            None => (
+                EMBEDDED_DEFAULT.to_owned(),
+                Path::new("<embedded config/default.toml>").to_path_buf(),
+            ),
+        };
+        Self::parse_layered(&text, &origin, std::env::vars())
+    }
+
+    pub fn parse_layered(
+        text: &str,
+        origin: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let mut doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            anyhow::anyhow!("{}: {}", origin.display(), e.to_string().trim())
+        })?;
+        let mut applied = Vec::new();
+        for (name, value) in env {
+            let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            // Secrets (`FIXBOT_GRAPH_CLIENT_SECRET`) and other single-word variables are not
+            // config keys; only SECTION__KEY is.
+            let Some((section, key)) = path.split_once("__") else {
+                continue;
+            };
+            let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+            let parsed = format!("v = {value}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(value));
+            let table = doc
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let Some(table) = table.as_table_mut() else {
+                anyhow::bail!("{name}: `{section}` is not a section of the configuration");
+            };
+            table.insert(key, parsed);
+            applied.push(name);
+        }
+        let cfg: Config = toml::Value::Table(doc).try_into().map_err(|e: toml::de::Error| {
+            let mut msg = format!("{}: {}", origin.display(), e.to_string().trim());
+            if !applied.is_empty() {
+                msg.push_str(&format!(" (after overrides from {})", applied.join(", ")));
+            }
+            let lower = msg.to_ascii_lowercase();
+            if lower.contains("secret") || lower.contains("token") || lower.contains("password") {
+                msg.push_str(&format!(
+                    ". Secrets are never read from the configuration: set {GRAPH_SECRET_ENV}, {OKTA_TOKEN_ENV} or FIXBOT_DISCORD_TOKEN (or their _FILE forms)"
+                ));
+            }
+            anyhow::anyhow!(msg)
+        })?;
         cfg.validate()
             .with_context(|| format!("{}: invalid configuration", origin.display()))?;
         Ok(cfg)
@@ -247,6 +460,15 @@ impl Config {
             http: self.http.clone(),
         })
     }
+
+    /// The Discord bot token, from the environment only.
+    pub fn discord_token(&self) -> anyhow::Result<Secret> {
+        Secret::from_env(DISCORD_TOKEN_ENV)?.with_context(|| {
+            format!(
+                "set {DISCORD_TOKEN_ENV} (or {DISCORD_TOKEN_ENV}_FILE) to the Discord bot token"
+            )
+        })
+    }
 }
 
 #[cfg(test)]
@@ -270,6 +492,80 @@ mod tests {
             Path::new("config/example.toml"),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn discord_section_takes_ids_as_numbers_or_strings() {
+        let text = format!(
+            "{EMBEDDED_DEFAULT}\n[discord]\nguild_ids = [1111]\nchannel_ids = [\"2222\"]\n\
+             requester_role_ids = [3]\napprover_role_ids = [\"4\"]\nlinked_accounts = [[5, \"6\"]]\n\
+             api_base = \"http://127.0.0.1:3000\"\n"
+        );
+        let c = Config::parse(&text, Path::new("d.toml")).unwrap();
+        assert_eq!(c.discord.guild_ids, vec![1111]);
+        assert_eq!(c.discord.channel_ids, vec![2222]);
+        assert_eq!(c.discord.linked_accounts, vec![vec![5, 6]]);
+        c.discord.validate_for_serve().unwrap();
+        assert!(Config::embedded_default()
+            .unwrap()
+            .discord
+            .validate_for_serve()
+            .is_err());
+        let bad = format!("{EMBEDDED_DEFAULT}\n[discord]\nguild_ids = [\"general\"]\n");
+        let err = format!(
+            "{:#}",
+            Config::parse(&bad, Path::new("d.toml")).unwrap_err()
+        );
+        assert!(err.contains("general"), "{err}");
+        let unknown = format!("{EMBEDDED_DEFAULT}\n[discord]\ntoken = \"x\"\n");
+        assert!(Config::parse(&unknown, Path::new("d.toml")).is_err());
+    }
+
+    #[test]
+    fn environment_overrides_keys_and_names_itself_in_errors() {
+        let env = [
+            ("FIXBOT_STORE__DATA_DIR".to_owned(), "/data/x".to_owned()),
+            ("FIXBOT_OPS__LISTEN".to_owned(), "0.0.0.0:9464".to_owned()),
+            (
+                "FIXBOT_REPAIR__ALLOWED_DOMAINS".to_owned(),
+                r#"["example.com"]"#.to_owned(),
+            ),
+            ("FIXBOT_REPAIR__VERIFY_ATTEMPTS".to_owned(), "9".to_owned()),
+            (
+                "FIXBOT_GRAPH_CLIENT_SECRET".to_owned(),
+                "not-a-key".to_owned(),
+            ),
+        ];
+        let c = Config::parse_layered(EMBEDDED_DEFAULT, Path::new("d.toml"), env).unwrap();
+        assert_eq!(c.store.data_dir, PathBuf::from("/data/x"));
+        assert_eq!(c.ops.listen.to_string(), "0.0.0.0:9464");
+        assert_eq!(c.repair.allowed_domains, vec!["example.com".to_string()]);
+        assert_eq!(c.repair.verify_attempts, 9);
+
+        let bad = [(
+            "FIXBOT_GRAPH__CLIENT_SECRET".to_owned(),
+            "s3cr3t".to_owned(),
+        )];
+        let err = Config::parse_layered(EMBEDDED_DEFAULT, Path::new("d.toml"), bad).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("FIXBOT_GRAPH__CLIENT_SECRET") && msg.contains("client_secret"),
+            "{msg}"
+        );
+        assert!(msg.contains("never read from the configuration"), "{msg}");
+        assert!(!msg.contains("s3cr3t"), "{msg}");
+
+        let wrong_type = [(
+            "FIXBOT_REPAIR__VERIFY_ATTEMPTS".to_owned(),
+            "many".to_owned(),
+        )];
+        let err =
+            Config::parse_layered(EMBEDDED_DEFAULT, Path::new("d.toml"), wrong_type).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("d.toml") && msg.contains("verify_attempts"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod config;
 pub mod demo;
 pub mod directory;
 pub mod domain;
+pub mod ops;
 pub mod pipeline;
 pub mod sandbox;
 pub mod secret;

@@ -1,4 +1,5 @@
-//! Chat front ends: message rendering shared by all, and the console adapter.
+//! Chat front ends: message rendering shared by all, the console adapter and Discord.
 
 pub mod console;
+pub mod discord;
 pub mod render;

@@ -158,6 +158,77 @@ pub fn summary_line(s: &RunSummary) -> String {
     }
 }
 
+/// Where a plan stands, shown under the plan message and updated as it moves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanState {
+    /// `expires_unix`: seconds since the epoch (rendered by Discord as a relative time).
+    Awaiting {
+        expires_unix: i64,
+        have: u32,
+        need: u32,
+    },
+    Running {
+        approved_by: Vec<String>,
+    },
+    Finished {
+        outcome: RunOutcome,
+        approved_by: Vec<String>,
+    },
+    Rejected {
+        by: String,
+    },
+    Expired,
+    Cancelled {
+        by: String,
+    },
+    /// The run could not be set up (e.g. the thread could not be created).
+    Abandoned {
+        why: String,
+    },
+}
+
+/// The one-line state shown under a plan. Names are sanitized here.
+pub fn state_line(state: &PlanState) -> String {
+    let names = |v: &[String]| {
+        v.iter()
+            .map(|n| sanitize(n, 64))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let body = match state {
+        PlanState::Awaiting {
+            expires_unix,
+            have,
+            need,
+        } => format!("⏳ awaiting approval ({have}/{need}) · expires <t:{expires_unix}:R>"),
+        PlanState::Running { approved_by } => {
+            format!("▶ approved by {} — running", names(approved_by))
+        }
+        PlanState::Finished {
+            outcome,
+            approved_by,
+        } => {
+            let what = match outcome {
+                RunOutcome::Repaired => "🎉 done",
+                RunOutcome::RepairedAfterRollForward => "🎉 done after rolling forward",
+                RunOutcome::RolledBack => "↩ failed and rolled back",
+                RunOutcome::Diverged => "⚠ failed; Entra and Okta differ (see thread)",
+                RunOutcome::NeedsAttention => "🚨 failed; a human must act (see thread)",
+                RunOutcome::Stale => {
+                    "🔁 stale: the user changed since the plan; run the command again"
+                }
+                RunOutcome::NotExecuted => "⛔ not executed",
+            };
+            format!("{what} · approved by {}", names(approved_by))
+        }
+        PlanState::Rejected { by } => format!("❌ rejected by {}", sanitize(by, 64)),
+        PlanState::Expired => "⌛ expired before approval; nothing was changed".to_owned(),
+        PlanState::Cancelled { by } => format!("🛑 cancelled by {}", sanitize(by, 64)),
+        PlanState::Abandoned { why } => format!("⛔ abandoned: {}", sanitize(why, 200)),
+    };
+    format!("State: {body}")
+}
+
 pub fn ignored_line(who: &str, reason: Ignored) -> String {
     format!(
         "ℹ {}'s reaction does not count: {}.",

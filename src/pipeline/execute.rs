@@ -145,6 +145,12 @@ pub(crate) async fn execute(ctx: &Inner, plan: &Plan, reporter: &Reporter) -> Ru
             format!("could not re-read the user before executing ({e}); nothing was written"),
         ),
     };
+    crate::ops::metrics::metrics()
+        .runs
+        .get_or_create(&crate::ops::metrics::OutcomeLabels {
+            outcome: summary.outcome.state().to_owned(),
+        })
+        .inc();
     let record = serde_json::to_value(&summary).unwrap_or(Value::Null);
     if let Err(e) = ctx
         .store
@@ -229,6 +235,12 @@ pub(crate) async fn resume(
     let summary = runner
         .settle(journal, holds_pause.map(|p| p.snapshot))
         .await;
+    crate::ops::metrics::metrics()
+        .runs
+        .get_or_create(&crate::ops::metrics::OutcomeLabels {
+            outcome: summary.outcome.state().to_owned(),
+        })
+        .inc();
     let record = serde_json::to_value(&summary).unwrap_or(Value::Null);
     if let Err(e) = ctx
         .store
@@ -572,6 +584,7 @@ impl Runner<'_> {
     }
 
     /// A journalled PATCH of the user, retried `attempts` times with backoff, reported once.
+    #[tracing::instrument(name = "step", skip_all, fields(step = w.step.number(), phase = ?w.phase))]
     async fn patch_user(&mut self, w: EntraWrite, attempts: u32) -> Result<(), ApiFailure> {
         let t0 = Instant::now();
         let mut backoff = self.ctx.policy.compensation_backoff;
@@ -692,6 +705,7 @@ impl Runner<'_> {
         )
     }
 
+    #[tracing::instrument(name = "step", skip_all, fields(step = 4))]
     async fn verify_entra(&mut self) -> EntraEnd {
         let t0 = Instant::now();
         let policy = &self.ctx.policy;
@@ -896,6 +910,7 @@ impl Runner<'_> {
     }
 
     /// Step 6: save the app profile, re-check Deactivate, unassign.
+    #[tracing::instrument(name = "step", skip_all, fields(step = 6))]
     async fn unassign(&mut self) -> Result<(), RunSummary> {
         let plan = self.plan;
         let run = plan.run;
@@ -1108,6 +1123,7 @@ impl Runner<'_> {
         }
     }
 
+    #[tracing::instrument(name = "step", skip_all, fields(step = step.number(), phase = ?phase))]
     async fn assign(
         &mut self,
         step: StepKind,
@@ -1167,6 +1183,7 @@ impl Runner<'_> {
         Err(f)
     }
 
+    #[tracing::instrument(name = "step", skip_all, fields(step = 8))]
     async fn verify_okta(&mut self) -> Result<(), RunSummary> {
         let t0 = Instant::now();
         let want = self.new_id.to_string();
@@ -1318,7 +1335,28 @@ impl Runner<'_> {
         t0: Instant,
         request_ids: Vec<String>,
     ) {
-        tracing::info!(run = %self.plan.run, step = step.number(), ?phase, ?outcome, "step");
+        let elapsed = t0.elapsed();
+        let labels = crate::ops::metrics::StepLabels {
+            step: step.number().to_string(),
+            phase: format!("{phase:?}"),
+            outcome: outcome.label().to_owned(),
+        };
+        let m = crate::ops::metrics::metrics();
+        m.step_seconds
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        if phase != Phase::Forward {
+            m.compensations.get_or_create(&labels).inc();
+        }
+        tracing::info!(
+            run = %self.plan.run,
+            step = step.number(),
+            target = %self.plan.upn,
+            phase = ?phase,
+            outcome = outcome.label(),
+            duration_ms = elapsed.as_millis() as u64,
+            "step"
+        );
         self.reporter.send(RunEvent::Step(StepReport {
             run: self.plan.run,
             step,
@@ -1326,7 +1364,7 @@ impl Runner<'_> {
             outcome,
             before,
             after,
-            duration: t0.elapsed(),
+            duration: elapsed,
             request_ids,
         }));
     }

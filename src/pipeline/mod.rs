@@ -194,7 +194,13 @@ impl Engine {
                     continue;
                 }
                 let journal = store.journal(&row.id)?;
-                settled.push(execute::resume(&self.inner, &plan, &journal, &reporter).await);
+                let span = tracing::info_span!("run", run = %plan.run.short(), target = %plan.upn, recovering = true);
+                use tracing::Instrument;
+                settled.push(
+                    execute::resume(&self.inner, &plan, &journal, &reporter)
+                        .instrument(span)
+                        .await,
+                );
             }
         }
         self.inner
@@ -262,6 +268,10 @@ impl Drop for LeaseGuard {
 impl Engine {
     /// Executes an approved plan; exactly once per run, never two runs for one user at a time.
     pub async fn execute(&self, plan: &Plan, reporter: &Reporter) -> RunSummary {
-        execute::execute(&self.inner, plan, reporter).await
+        use tracing::Instrument;
+        let span = tracing::info_span!("run", run = %plan.run.short(), target = %plan.upn);
+        execute::execute(&self.inner, plan, reporter)
+            .instrument(span)
+            .await
     }
 }

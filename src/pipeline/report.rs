@@ -81,6 +81,17 @@ pub enum StepOutcome {
 }
 
 impl StepOutcome {
+    /// A short name for metrics and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            StepOutcome::Done => "done",
+            StepOutcome::Skipped(_) => "skipped",
+            StepOutcome::Lagging(_) => "lagging",
+            StepOutcome::Failed { .. } => "failed",
+            StepOutcome::NeedsHuman(_) => "needs_human",
+        }
+    }
+
     pub fn is_failure(&self) -> bool {
         matches!(
             self,

@@ -205,6 +205,17 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether a write transaction can be taken now (for readiness probes); writes nothing.
+    pub fn check_writable(&self) -> anyhow::Result<()> {
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| anyhow::anyhow!("store mutex poisoned"))?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.rollback()?;
+        Ok(())
+    }
+
     pub fn schema_version(&self) -> anyhow::Result<i64> {
         self.with(|c| {
             c.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {

@@ -2,7 +2,10 @@
 
 mod clients;
 mod console;
+mod discord;
+mod fake_discord;
 mod harness;
+mod ops;
 mod pipeline;
 mod recovery;
 mod sandbox_rules;

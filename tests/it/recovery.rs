@@ -434,3 +434,23 @@ fn wait_until(cond: impl Fn() -> bool) -> bool {
     }
     false
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_on_the_same_data_directory_refuses_to_start() {
+    let t = tenant().await;
+    let mut first = Bot::start(&t);
+    first.send("alice: /fix-status");
+    assert!(
+        first.wait_for(|l| l.contains("no runs yet")),
+        "{:#?}",
+        first.seen
+    );
+    let second = command(&t, &["console"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success());
+    assert!(err.contains("already using the data directory"), "{err}");
+    first.finish();
+}

@@ -347,9 +347,17 @@ impl GraphClient {
         self.inner.calls.fetch_add(1, Ordering::Relaxed);
         let res = match req.send().await {
             Ok(r) => r,
-            Err(e) => return transport_retry(e, ctx, method, url),
+            Err(e) => {
+                crate::ops::metrics::metrics().api_call("graph", 0);
+                return transport_retry(e, ctx, method, url);
+            }
         };
         let status = res.status();
+        crate::ops::metrics::metrics().api_call("graph", status.as_u16());
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            // Every 429 is waited out (Retry-After or the window reset) before the retry.
+            crate::ops::metrics::metrics().throttle_wait("graph");
+        }
         let request_id = header_str(res.headers(), "request-id");
         let retry_after = header_str(res.headers(), "retry-after")
             .and_then(|v| parse_retry_after(&v, SystemTime::now()));

@@ -440,9 +440,17 @@ impl OktaClient {
         self.inner.calls.fetch_add(1, Ordering::Relaxed);
         let res = match req.send().await {
             Ok(r) => r,
-            Err(e) => return transport_failure(e, retry, state, ctx, timeout, method, url),
+            Err(e) => {
+                crate::ops::metrics::metrics().api_call("okta", 0);
+                return transport_failure(e, retry, state, ctx, timeout, method, url);
+            }
         };
         let status = res.status();
+        crate::ops::metrics::metrics().api_call("okta", status.as_u16());
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            // Every 429 is waited out (Retry-After or the window reset) before the retry.
+            crate::ops::metrics::metrics().throttle_wait("okta");
+        }
         let headers = res.headers().clone();
         let rate = RateHeaders::from_headers(&headers);
         permit.finish(rate);

@@ -135,6 +135,7 @@ impl Pacer {
                 }
                 Next::Sleep(d) => {
                     self.shared.waits.fetch_add(1, Ordering::Relaxed);
+                    crate::ops::metrics::metrics().throttle_wait("okta");
                     tracing::debug!(
                         bucket,
                         wait_ms = d.as_millis() as u64,

@@ -1,0 +1,178 @@
+//! The slash commands: their definitions (registered per guild on READY) and a pure parser from
+//! an interaction's options to a [`Command`]. Grammar:
+//!
+//! ```text
+//! /fix-immutable-id user:<UPN> [immutable_id:<GUID or base64 value>] [reason:<text>]
+//! /fix-status [run:<id or prefix>]
+//! /cancel run:<id or prefix>
+//! ```
+
+use serde_json::{json, Value};
+use serenity::all::{CommandData, CommandDataOptionValue};
+
+pub const FIX: &str = "fix-immutable-id";
+pub const STATUS: &str = "fix-status";
+pub const CANCEL: &str = "cancel";
+
+/// Longest text Discord lets a person type into each option (the engine keeps less of a reason).
+const MAX_UPN: u16 = 256;
+const MAX_ID: u16 = 64;
+const MAX_REASON: u16 = 1000;
+const MAX_RUN: u16 = 36;
+
+/// A command as typed, not yet validated beyond its shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Fix {
+        user: String,
+        immutable_id: Option<String>,
+        reason: Option<String>,
+    },
+    Status {
+        run: Option<String>,
+    },
+    Cancel {
+        run: String,
+    },
+}
+
+impl Command {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Fix { .. } => FIX,
+            Command::Status { .. } => STATUS,
+            Command::Cancel { .. } => CANCEL,
+        }
+    }
+}
+
+/// The three guild commands, as the JSON Discord documents for "Bulk Overwrite Guild
+/// Application Commands". Written out rather than built with serenity's `CreateCommand`, which
+/// serializes every option field for every option type (`channel_types`, `min_value` … on a
+/// string option): this body is exactly what the spec describes. Guild-only (`contexts: [0]`).
+pub fn definitions() -> Value {
+    let text = |name: &str, desc: &str, max: u16, required: bool| json!({"type": 3, "name": name, "description": desc, "required": required, "max_length": max});
+    json!([
+        {
+            "type": 1, "name": FIX, "contexts": [0],
+            "description": "Plan an Okta → Office 365 ImmutableID repair; an approver must approve it",
+            "options": [
+                text("user", "The user's UPN, e.g. adele@contoso.com", MAX_UPN, true),
+                text("immutable_id", "A GUID or base64 ImmutableID to use; empty generates one", MAX_ID, false),
+                text("reason", "Ticket or reason, shown in the plan", MAX_REASON, false),
+            ]
+        },
+        {
+            "type": 1, "name": STATUS, "contexts": [0],
+            "description": "Pending, running and recent repairs, or one run's steps",
+            "options": [text("run", "A run id (or its first characters)", MAX_RUN, false)]
+        },
+        {
+            "type": 1, "name": CANCEL, "contexts": [0],
+            "description": "Cancel a repair that has not started executing",
+            "options": [text("run", "A run id (or its first characters)", MAX_RUN, true)]
+        }
+    ])
+}
+
+/// The string options of an interaction, by name.
+pub fn string_options(data: &CommandData) -> Vec<(String, String)> {
+    data.options
+        .iter()
+        .filter_map(|o| match &o.value {
+            CommandDataOptionValue::String(s) => Some((o.name.clone(), s.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Parses a command's name and string options. The error is a sentence for the person.
+pub fn parse(name: &str, options: &[(String, String)]) -> Result<Command, String> {
+    let get = |key: &str| {
+        options
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    for (k, _) in options {
+        let known: &[&str] = match name {
+            FIX => &["user", "immutable_id", "reason"],
+            STATUS | CANCEL => &["run"],
+            _ => &[],
+        };
+        if !known.contains(&k.as_str()) {
+            return Err(format!(
+                "unexpected option `{}`",
+                super::super::render::sanitize(k, 32)
+            ));
+        }
+    }
+    match name {
+        FIX => Ok(Command::Fix {
+            user: get("user").ok_or("which user? /fix-immutable-id user:<UPN>")?,
+            immutable_id: get("immutable_id"),
+            reason: get("reason"),
+        }),
+        STATUS => Ok(Command::Status { run: get("run") }),
+        CANCEL => Ok(Command::Cancel {
+            run: get("run").ok_or("which run? /cancel run:<id>")?,
+        }),
+        other => Err(format!(
+            "unknown command `{}`",
+            super::super::render::sanitize(other, 32)
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn o(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn parses_each_command() {
+        assert_eq!(
+            parse(
+                FIX,
+                &o(&[("user", " adele@contoso.com "), ("reason", "INC-1")])
+            ),
+            Ok(Command::Fix {
+                user: "adele@contoso.com".into(),
+                immutable_id: None,
+                reason: Some("INC-1".into())
+            })
+        );
+        assert_eq!(parse(STATUS, &[]), Ok(Command::Status { run: None }));
+        assert_eq!(
+            parse(CANCEL, &o(&[("run", "6f1c")])),
+            Ok(Command::Cancel { run: "6f1c".into() })
+        );
+    }
+
+    #[test]
+    fn refuses_missing_and_unknown_options() {
+        assert!(parse(FIX, &o(&[("reason", "x")])).is_err());
+        assert!(parse(CANCEL, &o(&[("run", "  ")])).is_err());
+        let e = parse(FIX, &o(&[("user", "a@b.c"), ("@everyone", "x")])).unwrap_err();
+        assert!(!e.contains("@everyone"), "{e}");
+        assert!(parse("rm-rf", &[]).is_err());
+    }
+
+    #[test]
+    fn definitions_name_three_guild_commands() {
+        let names: Vec<String> = definitions()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(names, [FIX, STATUS, CANCEL]);
+    }
+}

@@ -1,0 +1,125 @@
+//! The Discord front end (`o365-fixbot serve`): a serenity client with only the `GUILDS` and
+//! `GUILD_MESSAGE_REACTIONS` intents (no privileged intent), guild slash commands, a plan message
+//! approved by reaction, and step results in a thread. See `docs/discord.md`.
+//!
+//! - [`commands`]: slash command definitions and option parsing
+//! - [`flow`]: the plan → approval → execution state machine per run
+//! - [`reactions`]: reactions as votes, and who voted
+//! - [`limits`]: per-person rate limit and the cap on open runs
+//! - [`post`]: everything sent, with `allowed_mentions` limited
+
+pub mod commands;
+pub mod flow;
+pub mod limits;
+pub mod post;
+pub mod reactions;
+
+use crate::approval::ApprovalPolicy;
+use crate::config::{ApprovalSettings, DiscordSettings};
+use crate::pipeline::Engine;
+use crate::secret::Secret;
+use flow::Bot;
+use post::Poster;
+use serenity::all::{
+    Client, ClientBuilder, Context, EventHandler, GatewayIntents, HttpBuilder, Interaction,
+    Reaction, Ready, ShardManager,
+};
+use std::sync::Arc;
+
+/// The only gateway intents the bot needs: slash commands need none, reactions need
+/// `GUILD_MESSAGE_REACTIONS`; `GUILDS` keeps the guild and thread state coherent.
+pub const INTENTS: GatewayIntents =
+    GatewayIntents::GUILDS.union(GatewayIntents::GUILD_MESSAGE_REACTIONS);
+
+/// The approval policy for Discord: `[approval]`'s count and TTL with `[discord]`'s role ids.
+pub fn policy(approval: &ApprovalSettings, discord: &DiscordSettings) -> ApprovalPolicy {
+    let ids = |v: &[u64]| v.iter().map(u64::to_string).collect();
+    ApprovalPolicy {
+        requester_roles: ids(&discord.requester_role_ids),
+        approver_roles: ids(&discord.approver_role_ids),
+        ..ApprovalPolicy::from(approval)
+    }
+}
+
+struct Handler {
+    bot: Arc<Bot>,
+}
+
+#[serenity::async_trait]
+impl EventHandler for Handler {
+    async fn ready(&self, ctx: Context, ready: Ready) {
+        self.bot
+            .on_ready(&Poster::new(ctx.http.clone()), ready)
+            .await;
+    }
+
+    async fn interaction_create(&self, ctx: Context, interaction: Interaction) {
+        if let Interaction::Command(cmd) = interaction {
+            self.bot
+                .on_command(&Poster::new(ctx.http.clone()), cmd)
+                .await;
+        }
+    }
+
+    async fn reaction_add(&self, ctx: Context, reaction: Reaction) {
+        self.bot
+            .on_reaction(&Poster::new(ctx.http.clone()), reaction)
+            .await;
+    }
+}
+
+/// A connected-to-be Discord bot. [`DiscordBot::run`] serves until the gateway gives up or
+/// [`ShardManager::shutdown_all`] is called.
+pub struct DiscordBot {
+    client: Client,
+    bot: Arc<Bot>,
+}
+
+impl DiscordBot {
+    /// Builds the client. With `settings.api_base`, REST and the gateway lookup go there instead of
+    /// `https://discord.com` (serenity's `HttpBuilder::proxy`), and serenity's own ratelimiter is
+    /// off: serenity ignores the proxy while it is on (serenity #1739), so the proxy (e.g.
+    /// twilight-http-proxy) must do the rate limiting.
+    pub async fn new(
+        engine: Engine,
+        approval: &ApprovalSettings,
+        settings: &DiscordSettings,
+        token: &Secret,
+    ) -> anyhow::Result<Self> {
+        settings.validate_for_serve()?;
+        let mut http = HttpBuilder::new(token.expose());
+        if let Some(base) = &settings.api_base {
+            http = http
+                .proxy(base.as_str().trim_end_matches('/'))
+                .ratelimiter_disabled(true);
+        }
+        let bot = Arc::new(Bot::new(
+            engine,
+            policy(approval, settings),
+            settings.clone(),
+        ));
+        let client = ClientBuilder::new_with_http(http.build(), INTENTS)
+            .event_handler(Handler {
+                bot: Arc::clone(&bot),
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot build the Discord client: {e}"))?;
+        Ok(Self { client, bot })
+    }
+
+    pub fn shard_manager(&self) -> Arc<ShardManager> {
+        Arc::clone(&self.client.shard_manager)
+    }
+
+    pub fn bot(&self) -> Arc<Bot> {
+        Arc::clone(&self.bot)
+    }
+
+    /// Connects one shard and serves events until shut down.
+    pub async fn run(mut self) -> anyhow::Result<()> {
+        self.client
+            .start()
+            .await
+            .map_err(|e| anyhow::anyhow!("the Discord gateway connection ended: {e}"))
+    }
+}

@@ -1,0 +1,254 @@
+//! Everything the bot sends. Every message carries `allowed_mentions` naming exactly the people it
+//! means to ping (usually nobody), so echoed text can never ping `@everyone`, `@here` or a role.
+//! Content is capped at Discord's 2,000 characters. Errors are described without their URL,
+//! which for interaction routes contains the interaction token.
+
+use serenity::all::{
+    AutoArchiveDuration, ChannelId, CommandInteraction, CreateAllowedMentions,
+    CreateInteractionResponse, CreateInteractionResponseMessage, CreateMessage, CreateThread,
+    EditInteractionResponse, EditMessage, Http, HttpError, MessageId, ReactionType, UserId,
+};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Discord's limit for a message's content, in characters.
+pub const MAX_CONTENT: usize = 2000;
+
+/// Mentions allowed in a message: none by `parse`, only these users explicitly.
+pub fn only(users: &[UserId]) -> CreateAllowedMentions {
+    CreateAllowedMentions::new()
+        .users(users.iter().copied())
+        .empty_roles()
+        .replied_user(false)
+}
+
+/// Caps text at Discord's limit, marking the cut.
+pub fn fit(text: &str) -> String {
+    if text.chars().count() <= MAX_CONTENT {
+        return text.to_owned();
+    }
+    let mut s: String = text.chars().take(MAX_CONTENT - 1).collect();
+    s.push('…');
+    s
+}
+
+/// A send error fit for logs and people: status and Discord's code, never the URL.
+pub fn describe(err: &serenity::Error) -> String {
+    match err {
+        serenity::Error::Http(HttpError::UnsuccessfulRequest(r)) => format!(
+            "Discord answered {} (code {}: {})",
+            r.status_code.as_u16(),
+            r.error.code,
+            super::super::render::sanitize(&r.error.message, 200)
+        ),
+        serenity::Error::Http(HttpError::Request(e)) => {
+            let kind = if e.is_timeout() {
+                "timed out"
+            } else if e.is_connect() {
+                "connection failed"
+            } else {
+                "request failed"
+            };
+            format!("cannot reach Discord ({kind})")
+        }
+        other => {
+            let text = other.to_string();
+            // Strip anything URL-like, which could hold an interaction token.
+            let cut = text.find("http").map_or(text.as_str(), |i| &text[..i]);
+            format!("Discord request failed: {}", cut.trim())
+        }
+    }
+}
+
+fn transient(err: &serenity::Error) -> bool {
+    match err {
+        serenity::Error::Http(HttpError::UnsuccessfulRequest(r)) => {
+            r.status_code.as_u16() == 429 || r.status_code.is_server_error()
+        }
+        serenity::Error::Http(HttpError::Request(_)) => true,
+        _ => false,
+    }
+}
+
+/// Retries transient failures (5xx, 429, connection errors) a bounded number of times.
+async fn retry<T, F, Fut>(what: &str, mut f: F) -> serenity::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = serenity::Result<T>>,
+{
+    const BACKOFF: [Duration; 3] = [
+        Duration::from_millis(250),
+        Duration::from_secs(1),
+        Duration::from_secs(3),
+    ];
+    let mut attempt = 0;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if transient(&e) && attempt < BACKOFF.len() => {
+                tracing::warn!(what, attempt, error = %describe(&e), "retrying a Discord request");
+                tokio::time::sleep(BACKOFF[attempt]).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Sends as the bot (bot token): channel messages, edits, reactions, threads, and the replies to
+/// interactions (which must come within 3 s, so they are not retried).
+#[derive(Clone)]
+pub struct Poster {
+    http: Arc<Http>,
+}
+
+impl Poster {
+    pub fn new(http: Arc<Http>) -> Self {
+        Self { http }
+    }
+
+    pub fn http(&self) -> &Arc<Http> {
+        &self.http
+    }
+
+    pub async fn send(
+        &self,
+        channel: ChannelId,
+        text: &str,
+        ping: &[UserId],
+    ) -> serenity::Result<MessageId> {
+        let content = fit(text);
+        retry("send", || {
+            channel.send_message(
+                &self.http,
+                CreateMessage::new()
+                    .content(content.clone())
+                    .allowed_mentions(only(ping)),
+            )
+        })
+        .await
+        .map(|m| m.id)
+    }
+
+    pub async fn edit(
+        &self,
+        channel: ChannelId,
+        message: MessageId,
+        text: &str,
+    ) -> serenity::Result<()> {
+        let content = fit(text);
+        retry("edit", || {
+            channel.edit_message(
+                &self.http,
+                message,
+                EditMessage::new()
+                    .content(content.clone())
+                    .allowed_mentions(only(&[])),
+            )
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn react(
+        &self,
+        channel: ChannelId,
+        message: MessageId,
+        emoji: &str,
+    ) -> serenity::Result<()> {
+        retry("react", || {
+            channel.create_reaction(&self.http, message, ReactionType::Unicode(emoji.to_owned()))
+        })
+        .await
+    }
+
+    /// Starts a public thread from `message`; its id equals the message id.
+    pub async fn thread(
+        &self,
+        channel: ChannelId,
+        message: MessageId,
+        name: &str,
+        archive_minutes: u16,
+    ) -> serenity::Result<ChannelId> {
+        let archive = match archive_minutes {
+            60 => AutoArchiveDuration::OneHour,
+            4320 => AutoArchiveDuration::ThreeDays,
+            10080 => AutoArchiveDuration::OneWeek,
+            _ => AutoArchiveDuration::OneDay,
+        };
+        let name: String = name.chars().take(100).collect();
+        retry("thread", || {
+            channel.create_thread_from_message(
+                &self.http,
+                message,
+                CreateThread::new(name.clone()).auto_archive_duration(archive),
+            )
+        })
+        .await
+        .map(|c| c.id)
+    }
+
+    /// Answers an interaction at once, visible only to the person (type 4, flag 64).
+    pub async fn reply_ephemeral(
+        &self,
+        cmd: &CommandInteraction,
+        text: &str,
+    ) -> serenity::Result<()> {
+        cmd.create_response(
+            &self.http,
+            CreateInteractionResponse::Message(
+                CreateInteractionResponseMessage::new()
+                    .content(fit(text))
+                    .ephemeral(true)
+                    .allowed_mentions(only(&[])),
+            ),
+        )
+        .await
+    }
+
+    /// Acknowledges an interaction within the 3 s window; the reply stays ephemeral (type 5, flag 64).
+    pub async fn defer_ephemeral(&self, cmd: &CommandInteraction) -> serenity::Result<()> {
+        cmd.create_response(
+            &self.http,
+            CreateInteractionResponse::Defer(
+                CreateInteractionResponseMessage::new().ephemeral(true),
+            ),
+        )
+        .await
+    }
+
+    /// Fills in the deferred reply (the interaction token is valid for 15 minutes).
+    pub async fn edit_reply(&self, cmd: &CommandInteraction, text: &str) -> serenity::Result<()> {
+        let content = fit(text);
+        retry("edit_reply", || {
+            cmd.edit_response(
+                &self.http,
+                EditInteractionResponse::new()
+                    .content(content.clone())
+                    .allowed_mentions(only(&[])),
+            )
+        })
+        .await
+        .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_mentions_parse_nothing() {
+        let v = serde_json::to_value(only(&[UserId::new(42)])).unwrap();
+        assert_eq!(v["parse"], serde_json::json!([]));
+        assert_eq!(v["users"], serde_json::json!(["42"]));
+        assert_eq!(v["roles"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn fit_caps_at_discords_limit() {
+        assert_eq!(fit(&"é".repeat(5000)).chars().count(), MAX_CONTENT);
+        assert_eq!(fit("short"), "short");
+    }
+}

@@ -1,0 +1,4 @@
+//! Running it: metrics, health endpoints.
+
+pub mod health;
+pub mod metrics;

@@ -1,0 +1,723 @@
+//! The Discord front end end to end: the real serenity client (in-process, over real HTTP and a
+//! real websocket on 127.0.0.1) against the fake Discord, with the sandbox tenant behind the real
+//! engine. Every test ends with [`Rig::finish`]: no REST request Discord does not document, no
+//! message that could ping anyone the bot did not mean to.
+
+use crate::fake_discord::{
+    FakeDiscord, Person, APPROVER_ROLE, BOT_ID, CHANNEL, GUILD, OTHER_CHANNEL, REQUESTER_ROLE,
+    TOKEN,
+};
+use crate::harness::calls_of;
+use crate::pipeline::{env_with, test_policy, Env};
+use o365_fixbot::chat::discord::flow::Bot;
+use o365_fixbot::chat::discord::DiscordBot;
+use o365_fixbot::config::{ApprovalSettings, DiscordSettings};
+use o365_fixbot::sandbox::scenario::*;
+use o365_fixbot::sandbox::{Fault, FaultAction, SandboxOptions};
+use o365_fixbot::secret::Secret;
+use serenity::all::ShardManager;
+use std::sync::Arc;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(20);
+
+fn alice() -> Person {
+    Person::new(1001, "alice", &[REQUESTER_ROLE])
+}
+fn bob() -> Person {
+    Person::new(1002, "bob", &[APPROVER_ROLE])
+}
+fn carol() -> Person {
+    Person::new(1003, "carol", &[APPROVER_ROLE])
+}
+fn mallory() -> Person {
+    Person::new(1004, "mallory", &[])
+}
+
+pub struct Rig {
+    pub fake: FakeDiscord,
+    pub env: Env,
+    pub bot: Arc<Bot>,
+    shards: Arc<ShardManager>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+pub fn settings(fake: &FakeDiscord) -> DiscordSettings {
+    DiscordSettings {
+        guild_ids: vec![GUILD],
+        channel_ids: vec![CHANNEL],
+        requester_role_ids: vec![REQUESTER_ROLE],
+        approver_role_ids: vec![APPROVER_ROLE],
+        api_base: Some(fake.base.parse().expect("url")),
+        commands_per_minute: 600,
+        command_burst: 100,
+        max_open_runs: 50,
+        ..DiscordSettings::default()
+    }
+}
+
+pub fn approval(n: u32, ttl: Duration) -> ApprovalSettings {
+    ApprovalSettings {
+        approvals_required: n,
+        ttl,
+        ..ApprovalSettings::default()
+    }
+}
+
+pub async fn rig_with(
+    approval: ApprovalSettings,
+    tweak: impl FnOnce(&mut DiscordSettings),
+    opts: SandboxOptions,
+) -> Rig {
+    let env = env_with(opts, test_policy()).await;
+    rig_on(env, approval, tweak).await
+}
+
+/// A bot started on an existing sandbox and store.
+pub async fn rig_on(
+    env: Env,
+    approval: ApprovalSettings,
+    tweak: impl FnOnce(&mut DiscordSettings),
+) -> Rig {
+    let fake = FakeDiscord::start().await;
+    let mut s = settings(&fake);
+    tweak(&mut s);
+    let bot = DiscordBot::new(env.engine.clone(), &approval, &s, &Secret::new(TOKEN))
+        .await
+        .expect("the bot builds");
+    let shards = bot.shard_manager();
+    let handle = bot.bot();
+    let task = tokio::spawn(bot.run());
+    fake.wait_ready().await;
+    Rig {
+        fake,
+        env,
+        bot: handle,
+        shards,
+        task,
+    }
+}
+
+async fn rig() -> Rig {
+    rig_with(
+        approval(1, Duration::from_secs(1800)),
+        |_| {},
+        small_sandbox(),
+    )
+    .await
+}
+
+fn small_sandbox() -> SandboxOptions {
+    SandboxOptions {
+        ordinary_users: 20,
+        ..SandboxOptions::default()
+    }
+}
+
+impl Rig {
+    /// `who` asks for a repair; waits for the ephemeral defer, the plan message and its thread.
+    async fn request(&self, who: &Person, upn: &str, reason: &str) -> (u64, String) {
+        let i = self.fake.slash(
+            who,
+            CHANNEL,
+            "fix-immutable-id",
+            &[("user", upn), ("reason", reason)],
+        );
+        let first = self.fake.wait_response(i, T).await;
+        assert_eq!(first.response, Some((5, 64)), "deferred ephemerally first");
+        assert!(first.latency().unwrap() < Duration::from_secs(3));
+        let plan = self.fake.wait_plan(CHANNEL, upn, T).await;
+        let reply = self
+            .fake
+            .wait_for("the deferred reply naming the plan", T, |w| {
+                w.interactions[&i]
+                    .texts
+                    .iter()
+                    .find(|t| t.contains("plan posted"))
+                    .cloned()
+            })
+            .await;
+        let content = self.fake.world(|w| w.messages[&plan].content.clone());
+        let run = content
+            .split("(run ")
+            .nth(1)
+            .and_then(|r| r.get(..8))
+            .expect("the plan names its run")
+            .to_owned();
+        assert!(reply.contains(&run), "{reply}");
+        (plan, run)
+    }
+
+    fn thread(&self, plan: u64) -> Vec<String> {
+        self.fake.world(|w| w.texts_in(plan))
+    }
+
+    fn plan_text(&self, plan: u64) -> String {
+        self.fake.world(|w| w.messages[&plan].content.clone())
+    }
+
+    /// The checks every test ends with.
+    async fn finish(self, may_ping: &[u64]) {
+        let v = self.fake.violations();
+        assert!(v.is_empty(), "requests Discord would refuse: {v:#?}");
+        let allowed: Vec<String> = may_ping.iter().map(|u| format!("user:{u}")).collect();
+        self.fake.world(|w| {
+            for m in w.messages.values() {
+                for p in &m.pings {
+                    assert!(allowed.contains(p), "message pings {p}: {:?}", m.content);
+                }
+                assert!(
+                    m.versions.iter().all(|c| c.chars().count() <= 2000),
+                    "overlong message"
+                );
+            }
+            for i in w.interactions.values() {
+                assert_eq!(i.callbacks, 1, "each interaction is answered exactly once");
+            }
+            assert!(
+                w.requests.iter().all(|r| !r.path.contains("gateway/bot")),
+                "single shard: no /gateway/bot"
+            );
+        });
+        self.shards.shutdown_all().await;
+        self.task.abort();
+    }
+}
+
+fn steps_done(thread: &[String]) -> Vec<String> {
+    thread
+        .iter()
+        .filter(|t| t.starts_with("✅ ") && t.contains("/9 "))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_repair_from_command_to_summary() {
+    let rig = rig().await;
+    let identify = rig.fake.world(|w| w.identifies[0].clone());
+    assert_eq!(
+        identify["intents"],
+        1 + (1 << 10),
+        "GUILDS | GUILD_MESSAGE_REACTIONS only"
+    );
+    assert_eq!(identify["token"], format!("Bot {TOKEN}"));
+    let names: Vec<String> = rig.fake.world(|w| {
+        w.commands
+            .iter()
+            .map(|c| c["name"].as_str().unwrap_or("").to_owned())
+            .collect()
+    });
+    assert_eq!(names, ["fix-immutable-id", "fix-status", "cancel"]);
+
+    let (plan, run) = rig.request(&alice(), ADELE, "INC-4711 can't sign in").await;
+    let text = rig.plan_text(plan);
+    assert!(text.contains("Repair plan for adele@contoso.com"), "{text}");
+    assert!(text.contains("State: ⏳ awaiting approval (0/1)"), "{text}");
+    rig.fake.world(|w| {
+        assert!(w.reactions.contains(&(plan, "✅".into(), BOT_ID)));
+        assert!(w.reactions.contains(&(plan, "❌".into(), BOT_ID)));
+        assert_eq!(w.threads[&plan].0, CHANNEL);
+        assert!(w.threads[&plan].1.contains("adele@contoso.com"));
+    });
+
+    rig.fake.react(&alice(), CHANNEL, plan, "✅");
+    rig.fake
+        .wait_text(
+            plan,
+            "alice's reaction does not count: you asked for this repair",
+            T,
+        )
+        .await;
+    rig.fake.react(&mallory(), CHANNEL, plan, "✅");
+    rig.fake.react(&mallory(), CHANNEL, plan, "✅");
+    rig.fake
+        .wait_text(
+            plan,
+            "mallory's reaction does not count: you do not hold an approver role",
+            T,
+        )
+        .await;
+    rig.fake.react(&bob(), CHANNEL, plan, "✅");
+    rig.fake
+        .wait_text(plan, "approved by bob — starting", T)
+        .await;
+    let summary = rig.fake.wait_text(plan, "🎉 done", T).await;
+    assert!(
+        summary.contains("<@1001>"),
+        "the requester is told: {summary}"
+    );
+
+    let thread = rig.thread(plan);
+    assert_eq!(steps_done(&thread).len(), 9, "{thread:#?}");
+    for (i, s) in steps_done(&thread).iter().enumerate() {
+        assert!(
+            s.starts_with(&format!("✅ {}/9 ", i + 1)),
+            "step order: {s}"
+        );
+    }
+    assert_eq!(
+        thread
+            .iter()
+            .filter(|t| t.contains("mallory's reaction"))
+            .count(),
+        1,
+        "told once per person"
+    );
+    assert!(
+        !thread.iter().any(|t| t.contains("fixbot")),
+        "the bot's own reactions are not votes: {thread:#?}"
+    );
+    rig.fake
+        .wait_for("the plan message's final state", T, |w| {
+            w.messages[&plan]
+                .content
+                .contains("State: 🎉 done · approved by bob")
+                .then_some(())
+        })
+        .await;
+
+    let user = rig.env.sb.entra_user(ADELE).unwrap();
+    let okta_id = rig.env.sb.okta_user_id(ADELE).unwrap();
+    let app = rig.env.sb.okta_app_user(&okta_id).unwrap();
+    assert!(user.on_premises_immutable_id.is_some());
+    assert_eq!(user.on_premises_immutable_id.as_deref(), app.immutable_id());
+    assert_eq!(user.user_principal_name, ADELE);
+
+    // Status, overall and for this run.
+    let s = rig.fake.slash(&bob(), CHANNEL, "fix-status", &[]);
+    let reply = rig.fake.wait_reply(s, T).await;
+    assert_eq!(reply.response, Some((5, 64)));
+    assert!(
+        reply.last_text().contains(&run) && reply.last_text().contains("succeeded"),
+        "{}",
+        reply.last_text()
+    );
+    let s = rig
+        .fake
+        .slash(&bob(), CHANNEL, "fix-status", &[("run", &run)]);
+    let reply = rig.fake.wait_reply(s, T).await;
+    assert!(
+        reply.last_text().contains("step 1"),
+        "{}",
+        reply.last_text()
+    );
+    rig.finish(&[1001]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rejection_by_an_approver() {
+    let rig = rig().await;
+    let (plan, run) = rig.request(&alice(), ALEX, "INC-1").await;
+    rig.fake.react(&mallory(), CHANNEL, plan, "❌");
+    rig.fake
+        .wait_text(
+            plan,
+            "mallory's reaction does not count: only the requester or an approver can reject",
+            T,
+        )
+        .await;
+    rig.fake.react(&bob(), CHANNEL, plan, "❌");
+    rig.fake
+        .wait_text(plan, "❌ rejected by bob; nothing was changed", T)
+        .await;
+    rig.fake
+        .wait_for("plan marked rejected", T, |w| {
+            w.messages[&plan]
+                .content
+                .contains("State: ❌ rejected by bob")
+                .then_some(())
+        })
+        .await;
+    let row = &rig.env.engine.store().runs_by_prefix(&run).unwrap()[0];
+    assert_eq!(row.state, "rejected");
+    assert_eq!(calls_of(&rig.env.sb, "graph.update_user"), 0);
+    assert_eq!(rig.bot.pending_runs(), 0);
+    rig.finish(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_requester_can_reject_their_own_request() {
+    let rig = rig().await;
+    let (plan, _) = rig.request(&alice(), ALEX, "oops").await;
+    rig.fake.react(&alice(), CHANNEL, plan, "❌");
+    rig.fake.wait_text(plan, "rejected by alice", T).await;
+    rig.finish(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expiry_after_the_ttl_is_announced() {
+    let rig = rig_with(
+        approval(1, Duration::from_millis(1500)),
+        |_| {},
+        small_sandbox(),
+    )
+    .await;
+    let (plan, run) = rig.request(&alice(), ALEX, "INC-2").await;
+    let text = rig.fake.wait_text(plan, "⌛ this plan expired", T).await;
+    assert!(text.contains("<@1001>"), "the requester is told: {text}");
+    rig.fake
+        .wait_for("plan marked expired", T, |w| {
+            w.messages[&plan]
+                .content
+                .contains("State: ⌛ expired")
+                .then_some(())
+        })
+        .await;
+    assert_eq!(rig.bot.pending_runs(), 0);
+    let row = &rig.env.engine.store().runs_by_prefix(&run).unwrap()[0];
+    assert_eq!(row.state, "expired");
+    assert_eq!(calls_of(&rig.env.sb, "graph.update_user"), 0);
+    rig.finish(&[1001]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_before_execution() {
+    let rig = rig().await;
+    let (plan, run) = rig.request(&alice(), ALEX, "INC-3").await;
+    let m = rig
+        .fake
+        .slash(&mallory(), CHANNEL, "cancel", &[("run", &run)]);
+    let reply = rig.fake.wait_reply(m, T).await;
+    assert!(
+        reply
+            .last_text()
+            .contains("only the requester or an approver"),
+        "{}",
+        reply.last_text()
+    );
+    let c = rig
+        .fake
+        .slash(&alice(), CHANNEL, "cancel", &[("run", &run)]);
+    let reply = rig.fake.wait_reply(c, T).await;
+    assert_eq!(reply.response, Some((5, 64)));
+    assert!(
+        reply.last_text().contains("is cancelled"),
+        "{}",
+        reply.last_text()
+    );
+    rig.fake.wait_text(plan, "🛑 cancelled by alice", T).await;
+    rig.fake
+        .wait_for("plan marked cancelled", T, |w| {
+            w.messages[&plan]
+                .content
+                .contains("State: 🛑 cancelled by alice")
+                .then_some(())
+        })
+        .await;
+    let row = &rig.env.engine.store().runs_by_prefix(&run).unwrap()[0];
+    assert_eq!(row.state, "cancelled");
+    // Too late now: a second cancel says so.
+    let again = rig.fake.slash(&bob(), CHANNEL, "cancel", &[("run", &run)]);
+    let reply = rig.fake.wait_reply(again, T).await;
+    assert!(
+        reply
+            .last_text()
+            .contains("is cancelled; only a run awaiting approval"),
+        "{}",
+        reply.last_text()
+    );
+    assert_eq!(calls_of(&rig.env.sb, "graph.update_user"), 0);
+    rig.finish(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stale_plan_is_not_executed() {
+    let rig = rig().await;
+    let (plan, run) = rig.request(&alice(), ALEX, "INC-4").await;
+    // Someone repairs ALEX by other means meanwhile.
+    let other = crate::pipeline::plan(&rig.env, ALEX, None).await.unwrap();
+    let (s, _) = crate::pipeline::run(&rig.env, &other).await;
+    assert_eq!(s.outcome, o365_fixbot::pipeline::RunOutcome::Repaired);
+    let writes = calls_of(&rig.env.sb, "graph.update_user");
+    rig.fake.react(&bob(), CHANNEL, plan, "✅");
+    let text = rig.fake.wait_text(plan, "the plan is stale", T).await;
+    assert!(text.contains("Run the command again"), "{text}");
+    rig.fake
+        .wait_for("plan marked stale", T, |w| {
+            w.messages[&plan]
+                .content
+                .contains("State: 🔁 stale")
+                .then_some(())
+        })
+        .await;
+    assert_eq!(calls_of(&rig.env.sb, "graph.update_user"), writes);
+    let row = &rig.env.engine.store().runs_by_prefix(&run).unwrap()[0];
+    assert_eq!(row.state, "stale");
+    rig.finish(&[1001]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_approvers_at_the_same_instant_execute_once() {
+    let rig = rig().await;
+    let (plan, _) = rig.request(&alice(), ADELE, "INC-5").await;
+    rig.fake.react(&bob(), CHANNEL, plan, "✅");
+    rig.fake.react(&carol(), CHANNEL, plan, "✅");
+    rig.fake.wait_text(plan, "🎉 done", T).await;
+    let thread = rig.thread(plan);
+    assert_eq!(
+        thread.iter().filter(|t| t.contains("— starting")).count(),
+        1,
+        "{thread:#?}"
+    );
+    assert_eq!(thread.iter().filter(|t| t.contains("🎉")).count(), 1);
+    assert_eq!(steps_done(&thread).len(), 9);
+    // One run's writes: UPN away, ID, UPN back.
+    assert_eq!(calls_of(&rig.env.sb, "okta.assign"), 1);
+    rig.finish(&[1001]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_approvals_required_are_counted() {
+    let rig = rig_with(
+        approval(2, Duration::from_secs(1800)),
+        |_| {},
+        small_sandbox(),
+    )
+    .await;
+    let (plan, _) = rig.request(&alice(), ALEX, "INC-6").await;
+    rig.fake.react(&bob(), CHANNEL, plan, "✅");
+    rig.fake
+        .wait_text(plan, "✅ approval 1/2 from bob", T)
+        .await;
+    rig.fake.react(&carol(), CHANNEL, plan, "✅");
+    rig.fake
+        .wait_text(plan, "approved by bob, carol — starting", T)
+        .await;
+    rig.fake.wait_text(plan, "🎉 done", T).await;
+    rig.finish(&[1001]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failure_mid_pipeline_shows_the_step_the_code_and_each_compensation() {
+    let rig = rig().await;
+    let (plan, _) = rig.request(&alice(), MEGAN, "INC-7").await;
+    rig.env.sb.inject(Fault {
+        op: "graph.update_user".into(),
+        nth: 2,
+        times: 1,
+        action: FaultAction::Error {
+            status: 500,
+            code: "Service_InternalError".into(),
+            message: "injected".into(),
+        },
+    });
+    rig.fake.react(&bob(), CHANNEL, plan, "✅");
+    let summary = rig.fake.wait_text(plan, "failed and rolled back", T).await;
+    assert!(summary.contains("provisioning untouched"), "{summary}");
+    let thread = rig.thread(plan);
+    let failed = thread
+        .iter()
+        .find(|t| t.starts_with("❌ 2/9"))
+        .unwrap_or_else(|| panic!("no failed step: {thread:#?}"));
+    assert!(failed.contains("[Service_InternalError]"), "{failed}");
+    assert!(
+        thread.iter().any(|t| t.contains("↩ undo")),
+        "compensations shown: {thread:#?}"
+    );
+    rig.fake
+        .wait_for("plan marked rolled back", T, |w| {
+            w.messages[&plan]
+                .content
+                .contains("State: ↩ failed and rolled back")
+                .then_some(())
+        })
+        .await;
+    let user = rig.env.sb.entra_user(MEGAN).unwrap();
+    assert_eq!(user.user_principal_name, MEGAN);
+    assert_eq!(
+        user.on_premises_immutable_id.as_deref(),
+        Some(MEGAN_ENTRA_IMMUTABLE_ID)
+    );
+    rig.finish(&[1001]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_input_pings_nobody_and_breaks_nothing() {
+    let rig = rig().await;
+    let reason = format!(
+        "@everyone @here <@&{APPROVER_ROLE}> <@{}> ```rust\n}}``` {}",
+        bob().id,
+        "x".repeat(5000)
+    );
+    let (plan, _) = rig.request(&alice(), ADELE, &reason).await;
+    let text = rig.plan_text(plan);
+    assert!(text.chars().count() <= 2000);
+    assert!(
+        !text.contains("@everyone") && !text.contains("@here"),
+        "{text}"
+    );
+    assert!(!text.contains("```"), "{text}");
+    assert!(
+        text.contains("State: ⏳"),
+        "the state line survives: {text}"
+    );
+    // A hostile user name is refused, and the refusal does not echo a ping either.
+    let i = rig.fake.slash(
+        &alice(),
+        CHANNEL,
+        "fix-immutable-id",
+        &[("user", "@everyone"), ("immutable_id", "<@&1>")],
+    );
+    let reply = rig.fake.wait_reply(i, T).await;
+    assert_eq!(
+        reply.response,
+        Some((4, 64)),
+        "refused at once, ephemerally"
+    );
+    assert!(
+        !reply.last_text().contains("@everyone"),
+        "{}",
+        reply.last_text()
+    );
+    rig.finish(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_gateway_dropped_mid_run_does_not_stop_the_run_or_its_thread() {
+    let rig = rig().await;
+    let (plan, _) = rig.request(&alice(), ADELE, "INC-8").await;
+    // Hold the run in step 6 long enough to cut the gateway while it is under way.
+    rig.env.sb.inject(Fault {
+        op: "okta.unassign".into(),
+        nth: 1,
+        times: 1,
+        action: FaultAction::Delay(Duration::from_millis(1500)),
+    });
+    rig.fake.react(&bob(), CHANNEL, plan, "✅");
+    rig.fake.wait_text(plan, "5/9", T).await;
+    let before = rig.thread(plan).len();
+    rig.fake.drop_gateway();
+    assert!(!rig.fake.world(|w| w.connected()));
+    let summary = rig.fake.wait_text(plan, "🎉 done", T).await;
+    let thread = rig.thread(plan);
+    assert!(
+        thread.len() > before,
+        "results after the drop reached the thread"
+    );
+    assert_eq!(steps_done(&thread).len(), 9, "{thread:#?} {summary}");
+    // And the bot comes back to the gateway by itself.
+    rig.fake
+        .wait_for("the bot to reconnect", Duration::from_secs(30), |w| {
+            (w.connections >= 2 && (w.resumes > 0 || w.ready_sent > 1) && w.connected())
+                .then_some(())
+        })
+        .await;
+    let (plan2, _) = rig.request(&alice(), ALEX, "after reconnect").await;
+    assert!(plan2 != plan);
+    rig.finish(&[1001]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn abuse_limits_refuse_ephemerally_and_say_when_to_retry() {
+    let rig = rig_with(
+        approval(1, Duration::from_secs(1800)),
+        |s| {
+            s.commands_per_minute = 2;
+            s.command_burst = 2;
+            s.max_open_runs = 1;
+        },
+        small_sandbox(),
+    )
+    .await;
+    let (_plan, _) = rig.request(&alice(), ADELE, "first").await;
+    // The cap: one run is open.
+    let dave = Person::new(1005, "dave", &[REQUESTER_ROLE]);
+    let i = rig
+        .fake
+        .slash(&dave, CHANNEL, "fix-immutable-id", &[("user", ALEX)]);
+    let reply = rig.fake.wait_reply(i, T).await;
+    assert_eq!(reply.response, Some((4, 64)));
+    assert!(
+        reply.last_text().contains("the limit is 1") && reply.last_text().contains("try again"),
+        "{}",
+        reply.last_text()
+    );
+    // The rate: alice's burst of 2 is spent by the request above and one more.
+    let a = rig.fake.slash(&alice(), CHANNEL, "fix-status", &[]);
+    rig.fake.wait_reply(a, T).await;
+    let b = rig.fake.slash(&alice(), CHANNEL, "fix-status", &[]);
+    let reply = rig.fake.wait_reply(b, T).await;
+    assert_eq!(reply.response, Some((4, 64)));
+    assert!(
+        reply.last_text().contains("too fast; try again in"),
+        "{}",
+        reply.last_text()
+    );
+    rig.finish(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_configured_channels_and_requester_roles_may_ask() {
+    let rig = rig().await;
+    let i = rig.fake.slash(
+        &alice(),
+        OTHER_CHANNEL,
+        "fix-immutable-id",
+        &[("user", ADELE)],
+    );
+    let reply = rig.fake.wait_reply(i, T).await;
+    assert_eq!(reply.response, Some((4, 64)));
+    assert!(
+        reply.last_text().contains("only in"),
+        "{}",
+        reply.last_text()
+    );
+    let i = rig
+        .fake
+        .slash(&mallory(), CHANNEL, "fix-immutable-id", &[("user", ADELE)]);
+    let reply = rig.fake.wait_reply(i, T).await;
+    assert!(
+        reply.last_text().contains("requester role"),
+        "{}",
+        reply.last_text()
+    );
+    let i = rig.fake.slash(&mallory(), CHANNEL, "fix-status", &[]);
+    let reply = rig.fake.wait_reply(i, T).await;
+    assert!(
+        reply.last_text().contains("only requesters and approvers"),
+        "{}",
+        reply.last_text()
+    );
+    // A refused plan stays private to the requester.
+    let i = rig
+        .fake
+        .slash(&alice(), CHANNEL, "fix-immutable-id", &[("user", LYNNE)]);
+    let reply = rig
+        .fake
+        .wait_for("the refusal", T, |w| {
+            w.interactions[&i]
+                .texts
+                .iter()
+                .any(|t| t.contains("refused"))
+                .then(|| w.interactions[&i].clone())
+        })
+        .await;
+    assert_eq!(reply.response, Some((5, 64)));
+    assert!(
+        reply.last_text().contains("synced from on-premises AD"),
+        "{}",
+        reply.last_text()
+    );
+    assert!(
+        rig.fake.world(|w| w.messages_in(CHANNEL).is_empty()),
+        "nothing posted in the channel"
+    );
+    rig.finish(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn runs_left_awaiting_approval_by_an_earlier_process_are_closed_on_start() {
+    let env = env_with(small_sandbox(), test_policy()).await;
+    let orphan = crate::pipeline::plan(&env, ALEX, None).await.unwrap();
+    let rig = rig_on(env, approval(1, Duration::from_secs(1800)), |_| {}).await;
+    let row = rig
+        .env
+        .engine
+        .store()
+        .run(&orphan.run.to_string())
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, "expired");
+    rig.finish(&[]).await;
+}

@@ -1,0 +1,877 @@
+//! A fake Discord on 127.0.0.1 for the real serenity client: REST under `/api/v10/…` (every
+//! request checked against Discord's OpenAPI description; anything it does not document is
+//! recorded as a violation and answered 404) and a gateway websocket (Hello, heartbeat ACK,
+//! READY on Identify, RESUMED on Resume, dispatches on demand). It keeps an in-memory model of
+//! channels, messages, threads and reactions, and records when each interaction was dispatched
+//! and answered. Tests wait on its state with [`FakeDiscord::wait_for`] (bounded in time), never
+//! with sleeps.
+
+#![allow(dead_code)]
+
+pub mod openapi;
+
+use axum::body::Bytes;
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+pub const TOKEN: &str = "fake-bot-token";
+pub const BOT_ID: u64 = 900_000_000_000_000_001;
+pub const APP_ID: u64 = 900_000_000_000_000_002;
+pub const GUILD: u64 = 800_000_000_000_000_001;
+pub const CHANNEL: u64 = 800_000_000_000_000_010;
+pub const OTHER_CHANNEL: u64 = 800_000_000_000_000_011;
+pub const REQUESTER_ROLE: u64 = 700_000_000_000_000_001;
+pub const APPROVER_ROLE: u64 = 700_000_000_000_000_002;
+
+/// Someone in the fake guild.
+#[derive(Debug, Clone)]
+pub struct Person {
+    pub id: u64,
+    pub name: &'static str,
+    pub roles: Vec<u64>,
+    pub bot: bool,
+}
+
+impl Person {
+    pub fn new(id: u64, name: &'static str, roles: &[u64]) -> Self {
+        Self {
+            id,
+            name,
+            roles: roles.to_vec(),
+            bot: false,
+        }
+    }
+
+    fn user_json(&self) -> Value {
+        json!({
+            "id": self.id.to_string(), "username": self.name, "discriminator": "0",
+            "global_name": self.name, "avatar": null, "bot": self.bot, "public_flags": 0
+        })
+    }
+
+    fn member_json(&self) -> Value {
+        json!({
+            "user": self.user_json(),
+            "roles": self.roles.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+            "nick": null, "avatar": null, "joined_at": "2024-01-01T00:00:00.000000+00:00",
+            "premium_since": null, "deaf": false, "mute": false, "flags": 0, "pending": false,
+            "permissions": "2147483648"
+        })
+    }
+}
+
+pub fn bot_person() -> Person {
+    Person {
+        id: BOT_ID,
+        name: "fixbot",
+        roles: vec![],
+        bot: true,
+    }
+}
+
+/// One REST request as received.
+#[derive(Debug, Clone)]
+pub struct Req {
+    pub method: String,
+    pub path: String,
+    pub template: String,
+    pub body: Option<Value>,
+    pub authorization: Option<String>,
+    pub at: Instant,
+}
+
+/// A message in a channel or thread, with every version of its content.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub id: u64,
+    pub channel: u64,
+    pub content: String,
+    pub versions: Vec<String>,
+    pub allowed_mentions: Option<Value>,
+    /// Who this message would notify, by Discord's rules for `allowed_mentions`.
+    pub pings: Vec<String>,
+}
+
+/// One interaction and how the bot answered it.
+#[derive(Debug, Clone, Default)]
+pub struct Interaction {
+    pub id: u64,
+    pub token: String,
+    pub dispatched: Option<Instant>,
+    /// Type and flags of the first callback (4 = message, 5 = deferred; flags 64 = ephemeral).
+    pub response: Option<(u64, u64)>,
+    pub responded: Option<Instant>,
+    pub callbacks: usize,
+    /// Content of the immediate reply or of each edit of the deferred one.
+    pub texts: Vec<String>,
+}
+
+impl Interaction {
+    pub fn latency(&self) -> Option<Duration> {
+        Some(self.responded? - self.dispatched?)
+    }
+
+    pub fn last_text(&self) -> &str {
+        self.texts.last().map(String::as_str).unwrap_or("")
+    }
+}
+
+#[derive(Default)]
+pub struct World {
+    pub requests: Vec<Req>,
+    pub violations: Vec<String>,
+    pub messages: BTreeMap<u64, Msg>,
+    /// Message ids in the order they were created.
+    pub order: Vec<u64>,
+    /// Thread id → (parent channel, name).
+    pub threads: HashMap<u64, (u64, String)>,
+    /// (message, emoji, user) for every reaction added.
+    pub reactions: Vec<(u64, String, u64)>,
+    pub interactions: HashMap<u64, Interaction>,
+    pub commands: Vec<Value>,
+    pub identifies: Vec<Value>,
+    pub resumes: usize,
+    pub connections: usize,
+    pub ready_sent: usize,
+    /// Open gateway connection: dispatches go here.
+    gateway: Option<mpsc::UnboundedSender<GwCmd>>,
+    seq: u64,
+}
+
+impl World {
+    pub fn messages_in(&self, channel: u64) -> Vec<&Msg> {
+        self.order
+            .iter()
+            .filter_map(|id| self.messages.get(id))
+            .filter(|m| m.channel == channel)
+            .collect()
+    }
+
+    pub fn texts_in(&self, channel: u64) -> Vec<String> {
+        self.messages_in(channel)
+            .into_iter()
+            .map(|m| m.content.clone())
+            .collect()
+    }
+
+    pub fn connected(&self) -> bool {
+        self.gateway.is_some()
+    }
+}
+
+enum GwCmd {
+    Send(Value),
+    Drop,
+}
+
+struct Shared {
+    world: Mutex<World>,
+    version: watch::Sender<u64>,
+    spec: openapi::Spec,
+    next_id: AtomicU64,
+    addr: SocketAddr,
+}
+
+impl Shared {
+    fn changed(&self) {
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    fn snowflake(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone)]
+pub struct FakeDiscord {
+    shared: Arc<Shared>,
+    pub base: String,
+}
+
+impl FakeDiscord {
+    pub async fn start() -> FakeDiscord {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the fake Discord");
+        let addr = listener.local_addr().expect("address");
+        let (version, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            world: Mutex::new(World::default()),
+            version,
+            spec: openapi::Spec::load(),
+            next_id: AtomicU64::new(1_000_000_000_000_000_000),
+            addr,
+        });
+        let app = Router::new()
+            .route("/gateway", get(gateway))
+            .fallback(rest)
+            .with_state(Arc::clone(&shared));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeDiscord {
+            base: format!("http://{addr}"),
+            shared,
+        }
+    }
+
+    /// Reads the world.
+    pub fn world<T>(&self, f: impl FnOnce(&World) -> T) -> T {
+        f(&self.shared.world.lock().unwrap())
+    }
+
+    /// Waits until `cond` holds, at most `limit`; panics with `what` and the REST log otherwise.
+    pub async fn wait_for<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut cond: impl FnMut(&World) -> Option<T>,
+    ) -> T {
+        let mut rx = self.shared.version.subscribe();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            rx.borrow_and_update();
+            if let Some(v) = self.world(&mut cond) {
+                return v;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    let log = self.world(|w| {
+                        let reqs: Vec<String> = w
+                            .requests
+                            .iter()
+                            .map(|r| format!("{} {}", r.method, r.template))
+                            .collect();
+                        let msgs: Vec<String> = w
+                            .order
+                            .iter()
+                            .filter_map(|id| w.messages.get(id))
+                            .map(|m| format!("[{}] {}", m.channel, m.content))
+                            .collect();
+                        format!(
+                            "requests: {reqs:#?}\nmessages: {msgs:#?}\nviolations: {:#?}",
+                            w.violations
+                        )
+                    });
+                    panic!("timed out after {limit:?} waiting for {what}\n{log}");
+                }
+            }
+        }
+    }
+
+    /// Waits for the bot to identify, get READY and register its commands in the guild.
+    pub async fn wait_ready(&self) {
+        self.wait_for(
+            "READY and command registration",
+            Duration::from_secs(15),
+            |w| (w.ready_sent > 0 && !w.commands.is_empty()).then_some(()),
+        )
+        .await;
+    }
+
+    fn dispatch(&self, t: &str, d: Value) {
+        let mut w = self.shared.world.lock().unwrap();
+        w.seq += 1;
+        let frame = json!({"op": 0, "t": t, "s": w.seq, "d": d});
+        let tx = w
+            .gateway
+            .clone()
+            .expect("the bot is connected to the gateway");
+        tx.send(GwCmd::Send(frame))
+            .expect("gateway connection open");
+    }
+
+    /// Sends a slash command as `who` in `channel`; returns the interaction id.
+    pub fn slash(&self, who: &Person, channel: u64, name: &str, options: &[(&str, &str)]) -> u64 {
+        let id = self.shared.snowflake();
+        let token = format!("itoken-{id}");
+        let opts: Vec<Value> = options
+            .iter()
+            .map(|(k, v)| json!({"name": k, "type": 3, "value": v}))
+            .collect();
+        let d = json!({
+            "id": id.to_string(), "application_id": APP_ID.to_string(), "type": 2,
+            "data": {"id": "100", "name": name, "type": 1, "options": opts, "guild_id": GUILD.to_string()},
+            "guild_id": GUILD.to_string(), "channel_id": channel.to_string(),
+            "channel": {"id": channel.to_string(), "type": 0, "name": "identity-ops"},
+            "member": who.member_json(), "token": token, "version": 1,
+            "app_permissions": "2251799813685247", "locale": "en-US", "guild_locale": "en-US",
+            "entitlements": [], "authorizing_integration_owners": {"0": GUILD.to_string()},
+            "context": 0, "attachment_size_limit": 10485760
+        });
+        {
+            let mut w = self.shared.world.lock().unwrap();
+            w.interactions.insert(
+                id,
+                Interaction {
+                    id,
+                    token,
+                    dispatched: Some(Instant::now()),
+                    ..Interaction::default()
+                },
+            );
+        }
+        self.dispatch("INTERACTION_CREATE", d);
+        id
+    }
+
+    /// `who` reacts with `emoji` on message `message` in `channel`.
+    pub fn react(&self, who: &Person, channel: u64, message: u64, emoji: &str) {
+        {
+            let mut w = self.shared.world.lock().unwrap();
+            w.reactions.push((message, emoji.to_owned(), who.id));
+        }
+        self.dispatch(
+            "MESSAGE_REACTION_ADD",
+            reaction_json(who, channel, message, emoji),
+        );
+    }
+
+    /// Drops the gateway socket without a close frame, as a network failure would.
+    pub fn drop_gateway(&self) {
+        let mut w = self.shared.world.lock().unwrap();
+        if let Some(tx) = w.gateway.take() {
+            let _ = tx.send(GwCmd::Drop);
+        }
+        drop(w);
+        self.shared.changed();
+    }
+
+    pub async fn wait_response(&self, interaction: u64, limit: Duration) -> Interaction {
+        self.wait_for("the interaction's first response", limit, |w| {
+            w.interactions
+                .get(&interaction)
+                .filter(|i| i.response.is_some())
+                .cloned()
+        })
+        .await
+    }
+
+    /// Waits until the interaction's reply (immediate or deferred-then-edited) has text.
+    pub async fn wait_reply(&self, interaction: u64, limit: Duration) -> Interaction {
+        self.wait_for("the interaction's reply text", limit, |w| {
+            w.interactions
+                .get(&interaction)
+                .filter(|i| !i.texts.is_empty())
+                .cloned()
+        })
+        .await
+    }
+
+    /// Waits for the plan message created after the interaction: (plan message id).
+    pub async fn wait_plan(&self, channel: u64, upn: &str, limit: Duration) -> u64 {
+        let upn = upn.to_owned();
+        self.wait_for("a plan message with its thread", limit, move |w| {
+            w.messages_in(channel)
+                .into_iter()
+                .rev()
+                .find(|m| m.content.contains("Repair plan for") && m.content.contains(&upn))
+                .filter(|m| w.threads.contains_key(&m.id))
+                .map(|m| m.id)
+        })
+        .await
+    }
+
+    /// Waits until a message in `channel` contains `needle`; returns its content.
+    pub async fn wait_text(&self, channel: u64, needle: &str, limit: Duration) -> String {
+        let n = needle.to_owned();
+        self.wait_for(
+            &format!("a message containing {needle:?}"),
+            limit,
+            move |w| {
+                w.messages_in(channel)
+                    .into_iter()
+                    .find(|m| m.content.contains(&n))
+                    .map(|m| m.content.clone())
+            },
+        )
+        .await
+    }
+
+    pub fn violations(&self) -> Vec<String> {
+        self.world(|w| w.violations.clone())
+    }
+}
+
+fn reaction_json(who: &Person, channel: u64, message: u64, emoji: &str) -> Value {
+    json!({
+        "user_id": who.id.to_string(), "channel_id": channel.to_string(),
+        "message_id": message.to_string(), "guild_id": GUILD.to_string(),
+        "member": who.member_json(), "emoji": {"id": null, "name": emoji},
+        "message_author_id": BOT_ID.to_string(), "burst": false, "burst_colors": [], "type": 0
+    })
+}
+
+// --- gateway ---------------------------------------------------------------------------------
+
+async fn gateway(State(sh): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(move |socket| session(sh, socket))
+}
+
+async fn session(sh: Arc<Shared>, mut socket: WebSocket) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<GwCmd>();
+    {
+        let mut w = sh.world.lock().unwrap();
+        w.connections += 1;
+        w.gateway = Some(tx.clone());
+    }
+    sh.changed();
+    let hello = json!({"op": 10, "d": {"heartbeat_interval": 41250}, "s": null, "t": null});
+    if socket
+        .send(WsMessage::Text(hello.to_string().into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    loop {
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(GwCmd::Send(v)) => {
+                    if socket.send(WsMessage::Text(v.to_string().into())).await.is_err() { break; }
+                }
+                Some(GwCmd::Drop) | None => break,
+            },
+            msg = socket.recv() => {
+                let Some(Ok(msg)) = msg else { break };
+                let WsMessage::Text(text) = msg else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
+                match v["op"].as_u64() {
+                    Some(1) => {
+                        let _ = tx.send(GwCmd::Send(json!({"op": 11, "d": null, "s": null, "t": null})));
+                    }
+                    Some(2) => {
+                        let ready = {
+                            let mut w = sh.world.lock().unwrap();
+                            w.identifies.push(v["d"].clone());
+                            w.seq += 1;
+                            w.ready_sent += 1;
+                            json!({"op": 0, "t": "READY", "s": w.seq, "d": {
+                                "v": 10, "user": bot_person().user_json(),
+                                "guilds": [{"id": GUILD.to_string(), "unavailable": true}],
+                                "session_id": format!("session-{}", w.ready_sent),
+                                "resume_gateway_url": format!("ws://{}/gateway", sh.addr),
+                                "shard": [0, 1],
+                                "application": {"id": APP_ID.to_string(), "flags": 0}
+                            }})
+                        };
+                        let _ = tx.send(GwCmd::Send(ready));
+                        sh.changed();
+                    }
+                    Some(6) => {
+                        let resumed = {
+                            let mut w = sh.world.lock().unwrap();
+                            w.resumes += 1;
+                            w.seq += 1;
+                            json!({"op": 0, "t": "RESUMED", "s": w.seq, "d": {}})
+                        };
+                        let _ = tx.send(GwCmd::Send(resumed));
+                        sh.changed();
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    {
+        let mut w = sh.world.lock().unwrap();
+        if w.gateway.as_ref().is_some_and(|g| g.same_channel(&tx)) {
+            w.gateway = None;
+        }
+    }
+    sh.changed();
+}
+
+// --- REST ------------------------------------------------------------------------------------
+
+fn discord_error(status: StatusCode, code: u64, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"code": code, "message": message})),
+    )
+        .into_response()
+}
+
+fn message_json(m: &Msg, author: &Value) -> Value {
+    json!({
+        "id": m.id.to_string(), "channel_id": m.channel.to_string(), "author": author,
+        "content": m.content, "timestamp": "2025-01-01T00:00:00.000000+00:00",
+        "edited_timestamp": null, "tts": false, "mention_everyone": false, "mentions": [],
+        "mention_roles": [], "attachments": [], "embeds": [], "pinned": false, "type": 0,
+        "flags": 0, "components": []
+    })
+}
+
+/// Who a message notifies: Discord's `allowed_mentions` rules over the content's mentions.
+pub fn pings(content: &str, allowed: Option<&Value>) -> Vec<String> {
+    let parse: Vec<String> = match allowed {
+        None => vec!["everyone".into(), "users".into(), "roles".into()],
+        Some(a) => a["parse"]
+            .as_array()
+            .map(|p| {
+                p.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let listed = |key: &str| -> Vec<String> {
+        allowed
+            .and_then(|a| a[key].as_array())
+            .map(|v| {
+                v.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    if parse.iter().any(|p| p == "everyone")
+        && (content.contains("@everyone") || content.contains("@here"))
+    {
+        out.push("@everyone".to_owned());
+    }
+    let mut rest = content;
+    while let Some(i) = rest.find("<@") {
+        rest = &rest[i + 2..];
+        let role = rest.starts_with('&');
+        let digits: String = rest
+            .trim_start_matches(['&', '!'])
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        if digits.is_empty() {
+            continue;
+        }
+        let (kind, key) = if role {
+            ("roles", "roles")
+        } else {
+            ("users", "users")
+        };
+        if parse.iter().any(|p| p == kind) || listed(key).contains(&digits) {
+            out.push(format!("{}{digits}", if role { "role:" } else { "user:" }));
+        }
+    }
+    out
+}
+
+async fn rest(State(sh): State<Arc<Shared>>, req: Request) -> Response {
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let headers: HeaderMap = req.headers().clone();
+    let body: Bytes = match axum::body::to_bytes(req.into_body(), 1 << 20).await {
+        Ok(b) => b,
+        Err(_) => return discord_error(StatusCode::PAYLOAD_TOO_LARGE, 40005, "too large"),
+    };
+    let raw_path = uri.path();
+    let Some(path) = raw_path.strip_prefix("/api/v10") else {
+        let v = format!("{method} {raw_path}: not under /api/v10");
+        sh.world.lock().unwrap().violations.push(v);
+        sh.changed();
+        return discord_error(StatusCode::NOT_FOUND, 0, "404: Not Found");
+    };
+    let decoded: String = path
+        .split('/')
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("/");
+    let query: Vec<(String, String)> = uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .filter(|(k, _)| !k.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let json_body: Option<Value> = if body.is_empty() {
+        None
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let v = format!("{method} {decoded}: body is not JSON: {e}");
+                sh.world.lock().unwrap().violations.push(v);
+                sh.changed();
+                return discord_error(StatusCode::BAD_REQUEST, 50109, "invalid JSON");
+            }
+        }
+    };
+    let matched = match sh
+        .spec
+        .check(method.as_str(), &decoded, &query, json_body.as_ref())
+    {
+        Ok(m) => m,
+        Err(e) => {
+            sh.world.lock().unwrap().violations.push(e.clone());
+            sh.changed();
+            return discord_error(StatusCode::NOT_FOUND, 0, &e);
+        }
+    };
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let needs_bot = !matched.template.starts_with("/interactions/")
+        && !matched.template.starts_with("/webhooks/");
+    let now = Instant::now();
+    let response = {
+        let mut w = sh.world.lock().unwrap();
+        w.requests.push(Req {
+            method: method.to_string(),
+            path: decoded.clone(),
+            template: matched.template.clone(),
+            body: json_body.clone(),
+            authorization: authorization.clone(),
+            at: now,
+        });
+        if needs_bot && authorization.as_deref() != Some(&format!("Bot {TOKEN}")) {
+            w.violations.push(format!(
+                "{method} {}: without the bot token",
+                matched.template
+            ));
+            discord_error(StatusCode::UNAUTHORIZED, 0, "401: Unauthorized")
+        } else {
+            let p = |name: &str| {
+                matched
+                    .params
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            handle(&sh, &mut w, &method, &matched.template, &p, json_body, now)
+        }
+    };
+    sh.changed();
+    response
+}
+
+fn handle(
+    sh: &Shared,
+    w: &mut World,
+    method: &Method,
+    template: &str,
+    p: &dyn Fn(&str) -> String,
+    body: Option<Value>,
+    now: Instant,
+) -> Response {
+    let bot = bot_person().user_json();
+    let body = body.unwrap_or(Value::Null);
+    let content_ok = |w: &mut World, content: &str, what: &str| {
+        // The docs (which win over the spec's 4,000) limit content to 2,000 characters.
+        if content.chars().count() > 2000 {
+            w.violations.push(format!(
+                "{what}: content of {} characters",
+                content.chars().count()
+            ));
+        }
+    };
+    match (method.as_str(), template) {
+        ("GET", "/gateway") => {
+            axum::Json(json!({"url": format!("ws://{}/gateway", sh.addr)})).into_response()
+        }
+        ("PUT", "/applications/{application_id}/guilds/{guild_id}/commands") => {
+            let cmds: Vec<Value> = body
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|mut c| {
+                    c["id"] = json!(sh.snowflake().to_string());
+                    c["application_id"] = json!(APP_ID.to_string());
+                    c["guild_id"] = json!(p("guild_id"));
+                    c["version"] = json!("1");
+                    if c.get("type").is_none() {
+                        c["type"] = json!(1);
+                    }
+                    c
+                })
+                .collect();
+            if p("application_id") != APP_ID.to_string() {
+                w.violations.push(format!(
+                    "commands registered for application {}",
+                    p("application_id")
+                ));
+            }
+            w.commands = cmds.clone();
+            axum::Json(Value::Array(cmds)).into_response()
+        }
+        ("POST", "/interactions/{interaction_id}/{interaction_token}/callback") => {
+            let id: u64 = p("interaction_id").parse().unwrap_or(0);
+            let Some(i) = w.interactions.get_mut(&id) else {
+                return discord_error(StatusCode::NOT_FOUND, 10062, "Unknown interaction");
+            };
+            if i.token != p("interaction_token") {
+                return discord_error(StatusCode::UNAUTHORIZED, 50027, "Invalid Webhook Token");
+            }
+            i.callbacks += 1;
+            if i.response.is_some() {
+                return discord_error(
+                    StatusCode::BAD_REQUEST,
+                    40060,
+                    "Interaction has already been acknowledged.",
+                );
+            }
+            let kind = body["type"].as_u64().unwrap_or(0);
+            let flags = body["data"]["flags"].as_u64().unwrap_or(0);
+            i.response = Some((kind, flags));
+            i.responded = Some(now);
+            if kind == 4 {
+                let text = body["data"]["content"].as_str().unwrap_or("").to_owned();
+                i.texts.push(text.clone());
+                content_ok(w, &text, "interaction reply");
+                if body["data"].get("allowed_mentions").is_none() {
+                    w.violations
+                        .push("interaction reply without allowed_mentions".into());
+                }
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
+        ("PATCH", "/webhooks/{webhook_id}/{webhook_token}/messages/@original") => {
+            let token = p("webhook_token");
+            let Some(i) = w.interactions.values_mut().find(|i| i.token == token) else {
+                return discord_error(StatusCode::NOT_FOUND, 10015, "Unknown Webhook");
+            };
+            if i.response.map(|r| r.0) != Some(5) {
+                return discord_error(StatusCode::NOT_FOUND, 10008, "Unknown Message");
+            }
+            let text = body["content"].as_str().unwrap_or("").to_owned();
+            i.texts.push(text.clone());
+            let id = i.id;
+            if p("webhook_id") != APP_ID.to_string() {
+                w.violations
+                    .push("deferred reply edited with a wrong application id".into());
+            }
+            if body.get("allowed_mentions").is_none() {
+                w.violations
+                    .push("deferred reply edit without allowed_mentions".into());
+            }
+            content_ok(w, &text, "deferred reply");
+            let m = Msg {
+                id,
+                channel: 0,
+                content: text,
+                versions: vec![],
+                allowed_mentions: None,
+                pings: vec![],
+            };
+            axum::Json(message_json(&m, &bot)).into_response()
+        }
+        ("POST", "/channels/{channel_id}/messages") => {
+            let channel: u64 = p("channel_id").parse().unwrap_or(0);
+            let known =
+                channel == CHANNEL || channel == OTHER_CHANNEL || w.threads.contains_key(&channel);
+            if !known {
+                return discord_error(StatusCode::NOT_FOUND, 10003, "Unknown Channel");
+            }
+            let content = body["content"].as_str().unwrap_or("").to_owned();
+            content_ok(w, &content, "message");
+            let allowed = body.get("allowed_mentions").cloned();
+            if allowed.is_none() {
+                w.violations
+                    .push(format!("message without allowed_mentions: {content:.60}"));
+            }
+            let id = sh.snowflake();
+            let m = Msg {
+                id,
+                channel,
+                pings: pings(&content, allowed.as_ref()),
+                versions: vec![content.clone()],
+                content,
+                allowed_mentions: allowed,
+            };
+            let out = message_json(&m, &bot);
+            w.messages.insert(id, m);
+            w.order.push(id);
+            axum::Json(out).into_response()
+        }
+        ("PATCH", "/channels/{channel_id}/messages/{message_id}") => {
+            let id: u64 = p("message_id").parse().unwrap_or(0);
+            let channel: u64 = p("channel_id").parse().unwrap_or(0);
+            let Some(m) = w.messages.get_mut(&id).filter(|m| m.channel == channel) else {
+                return discord_error(StatusCode::NOT_FOUND, 10008, "Unknown Message");
+            };
+            if let Some(c) = body["content"].as_str() {
+                m.content = c.to_owned();
+                m.versions.push(c.to_owned());
+            }
+            if body.get("allowed_mentions").is_none() {
+                w.violations
+                    .push("message edit without allowed_mentions".into());
+            }
+            let m = w.messages[&id].clone();
+            let allowed = body.get("allowed_mentions").cloned();
+            let extra = pings(&m.content, allowed.as_ref());
+            w.messages.get_mut(&id).expect("exists").pings.extend(extra);
+            let c = m.content.clone();
+            content_ok(w, &c, "edited message");
+            axum::Json(message_json(&m, &bot)).into_response()
+        }
+        ("PUT", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji_name}/@me") => {
+            let id: u64 = p("message_id").parse().unwrap_or(0);
+            let channel: u64 = p("channel_id").parse().unwrap_or(0);
+            if w.messages.get(&id).is_none_or(|m| m.channel != channel) {
+                return discord_error(StatusCode::NOT_FOUND, 10008, "Unknown Message");
+            }
+            let emoji = p("emoji_name");
+            w.reactions.push((id, emoji.clone(), BOT_ID));
+            // Discord echoes the bot's own reaction over the gateway.
+            if let Some(tx) = &w.gateway {
+                w.seq += 1;
+                let frame = json!({"op": 0, "t": "MESSAGE_REACTION_ADD", "s": w.seq,
+                    "d": reaction_json(&bot_person(), channel, id, &emoji)});
+                let _ = tx.send(GwCmd::Send(frame));
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
+        ("POST", "/channels/{channel_id}/messages/{message_id}/threads") => {
+            let id: u64 = p("message_id").parse().unwrap_or(0);
+            let channel: u64 = p("channel_id").parse().unwrap_or(0);
+            if w.messages.get(&id).is_none_or(|m| m.channel != channel) {
+                return discord_error(StatusCode::NOT_FOUND, 10008, "Unknown Message");
+            }
+            if w.threads.contains_key(&id) {
+                return discord_error(
+                    StatusCode::BAD_REQUEST,
+                    160004,
+                    "A thread has already been created for this message",
+                );
+            }
+            let name = body["name"].as_str().unwrap_or("").to_owned();
+            let archive = body["auto_archive_duration"].as_u64().unwrap_or(1440);
+            w.threads.insert(id, (channel, name.clone()));
+            axum::Json(json!({
+                "id": id.to_string(), "type": 11, "guild_id": GUILD.to_string(), "name": name,
+                "parent_id": channel.to_string(), "owner_id": BOT_ID.to_string(),
+                "last_message_id": null, "rate_limit_per_user": 0, "flags": 0,
+                "message_count": 0, "member_count": 1, "total_message_sent": 0,
+                "thread_metadata": {"archived": false, "auto_archive_duration": archive,
+                    "archive_timestamp": "2025-01-01T00:00:00.000000+00:00", "locked": false}
+            }))
+            .into_response()
+        }
+        (m, t) => {
+            w.violations.push(format!(
+                "{m} {t}: documented, but the bot has no business calling it"
+            ));
+            discord_error(StatusCode::FORBIDDEN, 50001, "Missing Access")
+        }
+    }
+}
