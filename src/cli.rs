@@ -1,4 +1,4 @@
-//! Command line: `serve`, `demo`, `console`, `audit` and `sandbox`; parsing and wiring only.
+//! Command line: parsing and wiring only; each subcommand's work lives in its own module.
 
 use crate::config::Config;
 use anyhow::Context;
@@ -15,9 +15,13 @@ use std::process::ExitCode;
     about = "Repairs Okta → Office 365 ImmutableID mismatches from chat, with a two-person rule"
 )]
 struct Cli {
-    /// Configuration file; without it, the embedded sandbox configuration.
-    #[arg(long, global = true)]
+    /// Configuration file; without it, the embedded sandbox configuration. Keys can be
+    /// overridden with FIXBOT_<SECTION>__<KEY> environment variables.
+    #[arg(long, global = true, env = "FIXBOT_CONFIG")]
     config: Option<PathBuf>,
+    /// Log format on standard error; RUST_LOG sets the level.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -41,6 +45,14 @@ enum Command {
         #[arg(long)]
         stdin: bool,
     },
+    /// Validate the configuration; with --online, check each credential and permission with
+    /// read-only calls to Graph, Okta and Discord.
+    CheckConfig {
+        #[arg(long)]
+        online: bool,
+    },
+    /// Ask the running bot's /healthz (for container health checks; a minimal image has no curl).
+    Healthcheck,
     /// Chat events from standard input against the configured tenant, with state kept in the
     /// data directory (recovers interrupted runs on start).
     Console,
@@ -57,6 +69,12 @@ enum Command {
     },
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 enum AuditAction {
     /// Check every record's hash and link; report the first broken one (exit 1).
@@ -67,7 +85,7 @@ enum AuditAction {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -87,20 +105,24 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
+    };
 }
 
 fn load_config(path: &Option<PathBuf>) -> anyhow::Result<Config> {
-    match path {
-        Some(p) => Config::load(p),
-        None => Config::embedded_default(),
-    }
+    Config::load_layered(path.as_deref())
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -123,6 +145,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             discord_api,
         } => serve(config, sandbox, discord_api).await,
         Command::Console => crate::chat::console::serve_stdin(&config).await,
+        Command::CheckConfig { online } => crate::ops::check::run(&config, online).await,
+        Command::Healthcheck => crate::ops::health::probe(config.ops.listen).await,
         Command::Audit { action } => audit(&config, action),
         Command::Sandbox { listen } => {
             serve_sandbox(&config, listen.unwrap_or(config.sandbox.listen)).await

@@ -1,4 +1,5 @@
 //! Running it: metrics, health endpoints.
 
+pub mod check;
 pub mod health;
 pub mod metrics;

@@ -233,3 +233,26 @@ pub(crate) fn assign(st: &mut State, app: &str, ctx: &Ctx) -> Reply {
     };
     Reply::json(200, app_user_json(st, &rec))
 }
+
+/// `GET /api/v1/apps/{appId}`.
+pub(crate) fn get_app(st: &State, app: &str) -> Reply {
+    if app != st.app_id {
+        return super::okta::not_found(app, "AppInstance");
+    }
+    Reply::json(
+        200,
+        serde_json::json!({
+            "id": st.app_id,
+            "name": "office365",
+            "label": "Microsoft Office 365",
+            "status": "ACTIVE",
+            "signOnMode": "WS_FEDERATION",
+            "features": if st.provisioning_enabled {
+                serde_json::json!(["USER_PROVISIONING", "PUSH_PROFILE_UPDATES"])
+            } else {
+                serde_json::json!([])
+            },
+            "_links": {"self": {"href": format!("{}/api/v1/apps/{}", st.okta_base, st.app_id)}},
+        }),
+    )
+}

@@ -243,6 +243,18 @@ impl Sandbox {
     pub fn set_mapping(&self, mode: MappingMode) {
         self.state().mapping = mode;
     }
+    /// Graph application permissions carried by tokens issued from now on.
+    pub fn set_app_roles(&self, roles: &[&str]) {
+        self.state().app_roles = roles.iter().map(|r| (*r).to_owned()).collect();
+    }
+    /// Whether the Okta token's admin may manage the Office 365 app (else 403 `E0000006`).
+    pub fn set_okta_app_admin(&self, admin: bool) {
+        self.state().okta_app_admin = admin;
+    }
+    /// Whether provisioning is enabled for the app (else the features API answers 404).
+    pub fn set_provisioning_enabled(&self, enabled: bool) {
+        self.state().provisioning_enabled = enabled;
+    }
     /// Every token issued so far is refused from now on (401 `InvalidAuthenticationToken`).
     pub fn expire_tokens(&self) {
         self.state().tokens.revoke_all();

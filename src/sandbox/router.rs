@@ -53,6 +53,7 @@ enum Endpoint {
     Assign(String),
     ListMappings,
     GetMapping(String),
+    GetApp(String),
     GetFeature(String, Option<String>),
     PutFeature(String, String),
     OktaUnknown,
@@ -108,6 +109,7 @@ impl Endpoint {
                     (Method::GET, ["apps", app, "users", u]) => Self::GetAppUser(own(app), own(u)),
                     (Method::DELETE, ["apps", app, "users", u]) => Self::Unassign(own(app), own(u)),
                     (Method::GET, ["apps", app, "groups"]) => Self::AppGroups(own(app)),
+                    (Method::GET, ["apps", app]) => Self::GetApp(own(app)),
                     (Method::GET, ["mappings"]) => Self::ListMappings,
                     (Method::GET, ["mappings", id]) => Self::GetMapping(own(id)),
                     (Method::GET, ["apps", app, "features"]) => Self::GetFeature(own(app), None),
@@ -159,6 +161,7 @@ impl Endpoint {
             Self::Assign(_) => "okta.assign",
             Self::ListMappings => "okta.list_mappings",
             Self::GetMapping(_) => "okta.get_mapping",
+            Self::GetApp(_) => "okta.get_app",
             Self::GetFeature(..) => "okta.get_feature",
             Self::PutFeature(..) => "okta.put_feature",
             Self::OktaUnknown => "okta.unknown",
@@ -291,7 +294,17 @@ fn serve(st: &mut State, ep: &Endpoint, ctx: &Ctx, action: Option<FaultAction>) 
                 ),
                 _ => match st.tokens.check(ctx.header("authorization"), ctx.now) {
                     Err(problem) => graph::unauthorized(ctx, problem),
-                    Ok(()) => serve_graph(st, ep, ctx),
+                    Ok(roles) => match required_role(ep) {
+                        Some(need) if !need.iter().any(|n| roles.iter().any(|r| r == n)) => {
+                            graph::error(
+                                ctx,
+                                403,
+                                "Authorization_RequestDenied",
+                                "Insufficient privileges to complete the operation.",
+                            )
+                        }
+                        _ => serve_graph(st, ep, ctx),
+                    },
                 },
             };
             let client_request_id = ctx
@@ -385,8 +398,49 @@ fn serve_graph(st: &mut State, ep: &Endpoint, ctx: &Ctx) -> Reply {
     }
 }
 
-fn serve_okta(st: &mut State, ep: &Endpoint, ctx: &Ctx) -> Reply {
+/// Application permissions that allow a Graph call (any one of them).
+fn required_role(ep: &Endpoint) -> Option<&'static [&'static str]> {
+    const READ_USERS: &[&str] = &["User.Read.All", "User.ReadWrite.All", "Directory.Read.All"];
     match ep {
+        Endpoint::GetUser(_) | Endpoint::ListUsers | Endpoint::MemberOf(_) => Some(READ_USERS),
+        Endpoint::UpdateUser(_) => Some(&["User.ReadWrite.All"]),
+        Endpoint::GetDomain(_) => Some(&["Domain.Read.All", "Directory.Read.All"]),
+        Endpoint::Organization => Some(&["Organization.Read.All", "Directory.Read.All"]),
+        _ => None,
+    }
+}
+
+fn serve_okta(st: &mut State, ep: &Endpoint, ctx: &Ctx) -> Reply {
+    let app_scoped = matches!(
+        ep,
+        Endpoint::GetApp(_)
+            | Endpoint::GetAppUser(..)
+            | Endpoint::ListAppUsers(_)
+            | Endpoint::AppGroups(_)
+            | Endpoint::Unassign(..)
+            | Endpoint::Assign(_)
+            | Endpoint::GetFeature(..)
+            | Endpoint::PutFeature(..)
+    );
+    if app_scoped && !st.okta_app_admin {
+        return okta::error(
+            403,
+            "E0000006",
+            "You do not have permission to perform the requested action",
+            &[],
+        );
+    }
+    if matches!(ep, Endpoint::GetFeature(..) | Endpoint::PutFeature(..)) && !st.provisioning_enabled
+    {
+        return okta::error(
+            404,
+            "E0000007",
+            "Not found: Resource not found: USER_PROVISIONING (AppFeature)",
+            &[],
+        );
+    }
+    match ep {
+        Endpoint::GetApp(app) => apps::get_app(st, app),
         Endpoint::OktaGetUser(id) => okta::get_user(st, id),
         Endpoint::OktaUserGroups(id) => okta::user_groups(st, id, ctx),
         Endpoint::GetAppUser(app, u) => apps::get_app_user(st, app, u),

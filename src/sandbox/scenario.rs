@@ -16,6 +16,7 @@ use crate::domain::ImmutableId;
 
 /// Every operation name a [`super::Fault`] can target and a [`super::CallRecord`] carries.
 pub const OPERATIONS: &[&str] = &[
+    "okta.get_app",
     "graph.token",
     "graph.get_user",
     "graph.list_users",
@@ -34,6 +35,13 @@ pub const OPERATIONS: &[&str] = &[
     "okta.get_mapping",
     "okta.get_feature",
     "okta.put_feature",
+];
+
+/// Graph application permissions the bot's app is granted by default.
+pub const GRAPH_APP_ROLES: &[&str] = &[
+    "User.ReadWrite.All",
+    "Domain.Read.All",
+    "Organization.Read.All",
 ];
 
 pub const TENANT_NAME: &str = "sandbox-tenant";
@@ -327,6 +335,9 @@ pub(crate) fn build(opts: &SandboxOptions, origin: &str, secrets: Secrets) -> St
         provisioning_writes: Vec::new(),
         deprovisions: Vec::new(),
         tokens: TokenStore::default(),
+        app_roles: GRAPH_APP_ROLES.iter().map(|r| (*r).to_owned()).collect(),
+        okta_app_admin: true,
+        provisioning_enabled: true,
         faults: Faults::default(),
         rate: RateLimiter::new(
             opts.okta_rate_limit,

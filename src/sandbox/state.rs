@@ -97,6 +97,12 @@ pub(crate) struct State {
     pub deprovisions: Vec<String>,
 
     pub tokens: TokenStore,
+    /// Graph application permissions granted to the bot's app (carried by new tokens).
+    pub app_roles: Vec<String>,
+    /// Whether the Okta API token's admin may manage the Office 365 app.
+    pub okta_app_admin: bool,
+    /// Whether provisioning is enabled for the app (else the features API answers 404).
+    pub provisioning_enabled: bool,
     pub faults: Faults,
     pub rate: RateLimiter,
     pub okta_throttled: u64,

@@ -10,7 +10,8 @@ use super::state::State;
 
 #[derive(Default)]
 pub(crate) struct TokenStore {
-    live: HashMap<String, Instant>,
+    /// Token → expiry and the application permissions (`roles`) it carries.
+    live: HashMap<String, (Instant, Vec<String>)>,
     dead: HashSet<String>,
 }
 
@@ -22,13 +23,24 @@ pub(crate) enum TokenProblem {
 }
 
 impl TokenStore {
-    fn issue(&mut self, expires: Instant) -> String {
+    /// A JWT-shaped token whose payload carries `roles`, as Entra's do (unsigned: the sandbox
+    /// is the only one who checks it).
+    fn issue(&mut self, expires: Instant, roles: &[String], tenant: &str, appid: &str) -> String {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        let payload = json!({
+            "aud": "https://graph.microsoft.com",
+            "tid": tenant,
+            "appid": appid,
+            "roles": roles,
+            "uti": random_alnum(22),
+        });
         let token = format!(
             "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.{}.{}",
-            random_alnum(64),
+            URL_SAFE_NO_PAD.encode(payload.to_string()),
             random_alnum(43)
         );
-        self.live.insert(token.clone(), expires);
+        self.live.insert(token.clone(), (expires, roles.to_vec()));
         token
     }
 
@@ -37,11 +49,12 @@ impl TokenStore {
         self.dead.extend(self.live.drain().map(|(k, _)| k));
     }
 
+    /// The permissions of a valid bearer token.
     pub(crate) fn check(
         &self,
         authorization: Option<&str>,
         now: Instant,
-    ) -> Result<(), TokenProblem> {
+    ) -> Result<&[String], TokenProblem> {
         let Some(h) = authorization.map(str::trim).filter(|h| !h.is_empty()) else {
             return Err(TokenProblem::Missing);
         };
@@ -53,7 +66,7 @@ impl TokenStore {
             return Err(TokenProblem::Missing);
         }
         match self.live.get(token) {
-            Some(exp) if now < *exp => Ok(()),
+            Some((exp, roles)) if now < *exp => Ok(roles),
             Some(_) => Err(TokenProblem::Expired),
             None if self.dead.contains(token) => Err(TokenProblem::Expired),
             None => Err(TokenProblem::Malformed),
@@ -200,7 +213,11 @@ pub(crate) fn issue(st: &mut State, tenant: &str, ctx: &Ctx) -> Reply {
         Some(_) => {}
     }
     let lifetime = st.token_lifetime;
-    let token = st.tokens.issue(ctx.now + lifetime);
+    let roles = st.app_roles.clone();
+    let (tenant_guid, client_id) = (st.tenant_guid.clone(), st.client_id.clone());
+    let token = st
+        .tokens
+        .issue(ctx.now + lifetime, &roles, &tenant_guid, &client_id);
     Reply::json(
         200,
         json!({

@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-struct Tenant {
-    sb: Sandbox,
+pub struct Tenant {
+    pub sb: Sandbox,
     dir: PathBuf,
-    config: PathBuf,
+    pub config: PathBuf,
     initial_caps: Value,
 }
 
-async fn tenant() -> Tenant {
+pub async fn tenant() -> Tenant {
     let sb = sandbox_with(SandboxOptions {
         ordinary_users: 5,
         latency: Duration::from_millis(15),
@@ -92,7 +92,7 @@ struct Bot {
     seen: Vec<String>,
 }
 
-fn command(t: &Tenant, args: &[&str]) -> Command {
+pub fn command(t: &Tenant, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_o365-fixbot"));
     c.args(["--config", t.config.to_str().unwrap()])
         .args(args)

@@ -137,6 +137,42 @@ impl GraphClient {
         }))
     }
 
+    /// The application permissions (`roles` claim) of the app's current token, for
+    /// `check-config`. `None` when the token is not a readable JWT.
+    pub async fn granted_roles(&self) -> Result<Option<Vec<String>>, GraphError> {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        let token = match self
+            .inner
+            .token
+            .get(self.inner.settings.request_timeout)
+            .await
+        {
+            Ok(t) => t,
+            Err(TokenFailure::Refused(e)) | Err(TokenFailure::Unavailable { error: e, .. }) => {
+                return Err(e)
+            }
+        };
+        let roles = token
+            .expose()
+            .split('.')
+            .nth(1)
+            .and_then(|p| URL_SAFE_NO_PAD.decode(p.trim_end_matches('=')).ok())
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .map(|claims| {
+                claims
+                    .get("roles")
+                    .and_then(|r| r.as_array())
+                    .map(|r| {
+                        r.iter()
+                            .filter_map(|v| v.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            });
+        Ok(roles)
+    }
+
     /// `GET /users/{id}?$select=…`; `None` on 404.
     pub async fn user_by_id(
         &self,

@@ -259,6 +259,12 @@ impl OktaClient {
         })
     }
 
+    /// `GET /api/v1/apps/{appId}`: the app instance (`name`, `label`, `status`), for
+    /// `check-config`.
+    pub async fn app(&self) -> Result<Reply<serde_json::Value>, OktaError> {
+        self.get(self.url(&["apps", &self.inner.app_id])).await
+    }
+
     /// `GET /api/v1/apps/{appId}/features/USER_PROVISIONING`.
     pub async fn provisioning(&self) -> Result<Reply<Feature>, OktaError> {
         self.get(self.feature_url()).await
