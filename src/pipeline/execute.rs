@@ -587,55 +587,33 @@ impl Runner<'_> {
     #[tracing::instrument(name = "step", skip_all, fields(step = w.step.number(), phase = ?w.phase))]
     async fn patch_user(&mut self, w: EntraWrite, attempts: u32) -> Result<(), ApiFailure> {
         let t0 = Instant::now();
-        let mut backoff = self.ctx.policy.compensation_backoff;
         let mut request_ids = Vec::new();
         let intended = serde_json::to_value(&w.patch).unwrap_or_default();
-        let mut last = None;
-        for attempt in 1..=attempts.max(1) {
-            let res = self
-                .journal
-                .graph(
+        let before = json!(w.before);
+        let res = retrying(
+            attempts,
+            self.ctx.policy.compensation_backoff,
+            &mut request_ids,
+            || {
+                self.journal.graph(
                     self.plan.run,
                     &w.label,
                     "graph.update_user",
                     self.plan.entra_id.as_str(),
-                    &json!(w.before),
+                    &before,
                     &intended,
                     || self.ctx.graph.update_user(&self.plan.entra_id, &w.patch),
                 )
-                .await;
-            match res {
-                Ok(reply) => {
-                    request_ids.extend(reply.request_id);
-                    self.report(
-                        w.step,
-                        w.phase,
-                        StepOutcome::Done,
-                        w.before,
-                        w.after,
-                        t0,
-                        request_ids,
-                    );
-                    return Ok(());
-                }
-                Err(f) => {
-                    request_ids.extend(f.request_id.clone());
-                    last = Some(f);
-                    if attempt < attempts {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
-                    }
-                }
-            }
-        }
-        let f = last.expect("at least one attempt");
-        let outcome = if w.phase == Phase::Forward {
-            failed(&f)
-        } else {
-            StepOutcome::NeedsHuman(self.stranded_message(w.step, &f))
+            },
+        )
+        .await;
+        let outcome = match &res {
+            Ok(()) => StepOutcome::Done,
+            Err(f) if w.phase == Phase::Forward => failed(f),
+            Err(f) => StepOutcome::NeedsHuman(self.stranded_message(w.step, f)),
         };
         self.report(w.step, w.phase, outcome, w.before, w.after, t0, request_ids);
-        Err(f)
+        res
     }
 
     /// A real rollback exists (the user had an ImmutableID): undo steps 2 and 1 in one PATCH.
@@ -1133,54 +1111,40 @@ impl Runner<'_> {
     ) -> Result<(), ApiFailure> {
         let t0 = Instant::now();
         let mut ids = Vec::new();
-        let mut backoff = self.ctx.policy.compensation_backoff;
-        let after = body
+        let id = body
             .profile
             .get("immutableId")
             .and_then(Value::as_str)
             .unwrap_or("<none>")
             .to_owned();
-        let mut last = None;
-        for attempt in 1..=attempts.max(1) {
-            let res = self
-                .journal
-                .okta(
+        let intended = serde_json::to_value(body).unwrap_or_default();
+        let (label, null) = (step.label(), Value::Null);
+        let res = retrying(
+            attempts,
+            self.ctx.policy.compensation_backoff,
+            &mut ids,
+            || {
+                self.journal.okta(
                     self.plan.run,
-                    &step.label(),
+                    &label,
                     "okta.assign",
                     self.plan.okta_user_id.as_str(),
-                    &json!(null),
-                    &serde_json::to_value(body).unwrap_or_default(),
+                    &null,
+                    &intended,
                     || self.ctx.okta.assign(body),
                 )
-                .await;
-            match res {
-                Ok(r) => {
-                    ids.extend(r.request_id);
-                    self.report(
-                        step,
-                        phase,
-                        StepOutcome::Done,
-                        "unassigned".into(),
-                        format!("assigned, ImmutableID {after} (licenses and roles kept)"),
-                        t0,
-                        ids,
-                    );
-                    return Ok(());
-                }
-                Err(f) => {
-                    ids.extend(f.request_id.clone());
-                    last = Some(f);
-                    if attempt < attempts {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
-                    }
-                }
-            }
-        }
-        let f = last.expect("at least one attempt");
-        self.report(step, phase, failed(&f), "unassigned".into(), after, t0, ids);
-        Err(f)
+            },
+        )
+        .await;
+        let (outcome, after) = match &res {
+            Ok(()) => (
+                StepOutcome::Done,
+                format!("assigned, ImmutableID {id} (licenses and roles kept)"),
+            ),
+            Err(f) => (failed(f), id),
+        };
+        self.report(step, phase, outcome, "unassigned".into(), after, t0, ids);
+        res
     }
 
     #[tracing::instrument(name = "step", skip_all, fields(step = 8))]
@@ -1368,6 +1332,39 @@ impl Runner<'_> {
             request_ids,
         }));
     }
+}
+
+/// Runs a journalled write up to `attempts` times, doubling the wait between tries, and collects
+/// the request ids of every try for the thread.
+async fn retrying<T, F, Fut>(
+    attempts: u32,
+    first_backoff: Duration,
+    request_ids: &mut Vec<String>,
+    mut write: F,
+) -> Result<(), ApiFailure>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<crate::directory::Reply<T>, ApiFailure>>,
+{
+    let mut backoff = first_backoff;
+    let attempts = attempts.max(1);
+    for attempt in 1..=attempts {
+        match write().await {
+            Ok(reply) => {
+                request_ids.extend(reply.request_id);
+                return Ok(());
+            }
+            Err(f) => {
+                request_ids.extend(f.request_id.clone());
+                if attempt == attempts {
+                    return Err(f);
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    unreachable!("the last attempt returns")
 }
 
 fn failed(f: &ApiFailure) -> StepOutcome {
