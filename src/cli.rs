@@ -183,7 +183,20 @@ async fn serve(
         let store = crate::store::Store::open(&config.store.data_dir)?;
         crate::pipeline::Engine::new(graph, okta, store, config.repair.clone())
     };
-    let bot = DiscordBot::new(engine, &config.approval, &config.discord, &token).await?;
+    // Only one active instance may manage the Okta app; renewed until serve returns.
+    let instance = engine.store().instance_name();
+    let _lease = engine.claim_okta_app(&instance, std::time::Duration::from_secs(60))?;
+    let ready = crate::ops::health::Readiness::new(engine.store().clone());
+    let (addr, _task) = crate::ops::health::serve(config.ops.listen, ready.clone()).await?;
+    tracing::info!(%addr, "health and metrics endpoints listening");
+    let bot = DiscordBot::new(
+        engine,
+        &config.approval,
+        &config.discord,
+        &token,
+        Some(ready),
+    )
+    .await?;
     let shards = bot.shard_manager();
     let run = tokio::spawn(bot.run());
     tokio::select! {

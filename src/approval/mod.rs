@@ -119,6 +119,11 @@ impl PendingApproval {
         }
     }
 
+    /// Approvals counted so far, in order.
+    pub fn approvals(&self) -> &[Actor] {
+        &self.approvals
+    }
+
     pub fn expires_at_ms(&self, policy: &ApprovalPolicy) -> i64 {
         self.created_at_ms + policy.ttl.as_millis() as i64
     }

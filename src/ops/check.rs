@@ -59,7 +59,9 @@ pub async fn run(config: &Config, online: bool) -> anyhow::Result<()> {
         checks.extend(okta(config).await);
         if !config.discord.guild_ids.is_empty() {
             match config.discord_token() {
-                Ok(token) => checks.extend(discord(config, &token).await),
+                Ok(token) => checks.extend(
+                    crate::chat::discord::check::check_discord(&config.discord, &token).await,
+                ),
                 Err(e) => checks.push(Check::failed("discord token", format!("{e:#}"))),
             }
         }
@@ -71,13 +73,6 @@ pub async fn run(config: &Config, online: bool) -> anyhow::Result<()> {
     anyhow::ensure!(failed == 0, "{failed} of {} checks failed", checks.len());
     println!("all {} checks passed", checks.len());
     Ok(())
-}
-
-async fn discord(_config: &Config, _token: &crate::secret::Secret) -> Vec<Check> {
-    vec![Check::failed(
-        "discord",
-        "online Discord checks are not wired in yet",
-    )]
 }
 
 /// What can be told without calling anything.

@@ -12,9 +12,13 @@ use crate::pipeline::{env_with, test_policy, Env};
 use o365_fixbot::chat::discord::flow::Bot;
 use o365_fixbot::chat::discord::DiscordBot;
 use o365_fixbot::config::{ApprovalSettings, DiscordSettings};
+use o365_fixbot::domain::Actor;
+use o365_fixbot::ops::health::Readiness;
+use o365_fixbot::pipeline::Plan;
 use o365_fixbot::sandbox::scenario::*;
 use o365_fixbot::sandbox::{Fault, FaultAction, SandboxOptions};
 use o365_fixbot::secret::Secret;
+use o365_fixbot::store::VoteKind;
 use serenity::all::ShardManager;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,15 +84,41 @@ pub async fn rig_on(
     tweak: impl FnOnce(&mut DiscordSettings),
 ) -> Rig {
     let fake = FakeDiscord::start().await;
+    start_on(fake, env, approval, tweak, None).await
+}
+
+/// A bot started against an existing fake Discord (e.g. after an earlier bot was stopped), on an
+/// existing sandbox and store. Returns once it has settled and taken up the runs left from
+/// before and registered its commands.
+pub async fn start_on(
+    fake: FakeDiscord,
+    env: Env,
+    approval: ApprovalSettings,
+    tweak: impl FnOnce(&mut DiscordSettings),
+    readiness: Option<Readiness>,
+) -> Rig {
+    let puts = fake.world(|w| w.command_puts);
     let mut s = settings(&fake);
     tweak(&mut s);
-    let bot = DiscordBot::new(env.engine.clone(), &approval, &s, &Secret::new(TOKEN))
-        .await
-        .expect("the bot builds");
+    let bot = DiscordBot::new(
+        env.engine.clone(),
+        &approval,
+        &s,
+        &Secret::new(TOKEN),
+        readiness,
+    )
+    .await
+    .expect("the bot builds");
     let shards = bot.shard_manager();
     let handle = bot.bot();
     let task = tokio::spawn(bot.run());
-    fake.wait_ready().await;
+    fake.wait_for("READY, startup and command registration", T, |w| {
+        (w.ready_sent > 0 && w.command_puts > puts).then_some(())
+    })
+    .await;
+    tokio::time::timeout(T, handle.wait_started())
+        .await
+        .expect("the bot finishes its startup");
     Rig {
         fake,
         env,
@@ -154,6 +184,31 @@ impl Rig {
 
     fn plan_text(&self, plan: u64) -> String {
         self.fake.world(|w| w.messages[&plan].content.clone())
+    }
+
+    /// Stops the bot as a dying process would leave things: its gateway connection gone, and
+    /// nothing more from it. Returns the fake Discord and the store for the next bot.
+    async fn stop(self) -> (FakeDiscord, Env) {
+        self.shards.shutdown_all().await;
+        self.task.abort();
+        self.fake
+            .wait_for("the bot to leave the gateway", T, |w| {
+                (!w.connected()).then_some(())
+            })
+            .await;
+        (self.fake, self.env)
+    }
+
+    /// The stored plan of a run, by its short id.
+    fn stored_plan(&self, run: &str) -> Plan {
+        let row = &self.env.engine.store().runs_by_prefix(run).unwrap()[0];
+        serde_json::from_value(row.plan.clone().expect("a plan")).expect("a plan")
+    }
+
+    fn state_of(&self, run: &str) -> String {
+        self.env.engine.store().runs_by_prefix(run).unwrap()[0]
+            .state
+            .clone()
     }
 
     /// The checks every test ends with.
@@ -707,7 +762,7 @@ async fn only_configured_channels_and_requester_roles_may_ask() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn runs_left_awaiting_approval_by_an_earlier_process_are_closed_on_start() {
+async fn a_run_awaiting_approval_never_posted_in_discord_is_closed_on_start() {
     let env = env_with(small_sandbox(), test_policy()).await;
     let orphan = crate::pipeline::plan(&env, ALEX, None).await.unwrap();
     let rig = rig_on(env, approval(1, Duration::from_secs(1800)), |_| {}).await;
@@ -718,6 +773,700 @@ async fn runs_left_awaiting_approval_by_an_earlier_process_are_closed_on_start()
         .run(&orphan.run.to_string())
         .unwrap()
         .unwrap();
-    assert_eq!(row.state, "expired");
+    assert_eq!(row.state, "cancelled", "nobody could approve it in Discord");
+    assert_eq!(rig.bot.pending_runs(), 0);
     rig.finish(&[]).await;
+}
+
+// --- restarts -------------------------------------------------------------------------------
+
+fn count(thread: &[String], needle: &str) -> usize {
+    thread.iter().filter(|t| t.contains(needle)).count()
+}
+
+fn assert_repaired(env: &Env, upn: &str) {
+    let user = env.sb.entra_user(upn).unwrap();
+    let okta_id = env.sb.okta_user_id(upn).unwrap();
+    let app = env.sb.okta_app_user(&okta_id).unwrap();
+    assert_eq!(
+        user.user_principal_name, upn,
+        "not left on the temporary UPN"
+    );
+    assert!(user.on_premises_immutable_id.is_some());
+    assert_eq!(user.on_premises_immutable_id.as_deref(), app.immutable_id());
+    assert_eq!(
+        env.sb.provisioning_capabilities(),
+        env.initial_caps,
+        "provisioning restored exactly"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chat_ref_is_stored_with_each_plan() {
+    let rig = rig().await;
+    let (plan, run) = rig.request(&alice(), ALEX, "INC-10").await;
+    let id = rig.stored_plan(&run).run.to_string();
+    let chat = rig
+        .env
+        .engine
+        .store()
+        .chat_ref(&id)
+        .unwrap()
+        .expect("stored");
+    assert_eq!(chat["guild"], GUILD.to_string());
+    assert_eq!(chat["channel"], CHANNEL.to_string());
+    assert_eq!(chat["message"], plan.to_string());
+    assert_eq!(chat["thread"], plan.to_string());
+    assert_eq!(chat["requester"], alice().id.to_string());
+    rig.finish(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approval_made_while_the_bot_was_down_executes_the_run_once() {
+    let rig = rig().await;
+    let (plan, run) = rig.request(&alice(), ADELE, "INC-11").await;
+    let (fake, env) = rig.stop().await;
+    // While no bot is connected: judged later by the same policy as live reactions.
+    fake.react_offline(&mallory(), plan, "❌");
+    fake.react_offline(&alice(), plan, "✅");
+    fake.react_offline(&bob(), plan, "✅");
+    let rig = start_on(
+        fake,
+        env,
+        approval(1, Duration::from_secs(1800)),
+        |_| {},
+        None,
+    )
+    .await;
+    rig.fake
+        .wait_text(
+            plan,
+            "🔄 the bot restarted; this plan still awaits approval",
+            T,
+        )
+        .await;
+    rig.fake
+        .wait_text(
+            plan,
+            "mallory's reaction does not count: only the requester or an approver can reject",
+            T,
+        )
+        .await;
+    rig.fake
+        .wait_text(
+            plan,
+            "alice's reaction does not count: you asked for this repair",
+            T,
+        )
+        .await;
+    rig.fake
+        .wait_text(plan, "approved by bob — starting", T)
+        .await;
+    rig.fake.wait_text(plan, "🎉 done", T).await;
+    // The same reaction delivered live again (as a resume would) changes nothing.
+    rig.fake.redispatch_reaction(&bob(), CHANNEL, plan, "✅");
+    rig.fake
+        .wait_for("the plan message's final state", T, |w| {
+            w.messages[&plan]
+                .content
+                .contains("State: 🎉 done · approved by bob")
+                .then_some(())
+        })
+        .await;
+    let thread = rig.thread(plan);
+    assert_eq!(count(&thread, "— starting"), 1, "{thread:#?}");
+    assert_eq!(count(&thread, "🎉"), 1, "{thread:#?}");
+    assert_eq!(steps_done(&thread).len(), 9, "{thread:#?}");
+    assert_eq!(calls_of(&rig.env.sb, "okta.assign"), 1);
+    assert_eq!(rig.state_of(&run), "succeeded");
+    let id = rig.stored_plan(&run).run.to_string();
+    assert_eq!(
+        rig.env.engine.store().approvers(&id).unwrap(),
+        vec![(bob().id.to_string(), "bob".to_owned())],
+        "the approval read back is recorded"
+    );
+    assert_repaired(&rig.env, ADELE);
+    rig.fake.world(|w| {
+        let read_back = |t: &str| w.requests.iter().filter(|r| r.template == t).count();
+        assert_eq!(
+            read_back("/channels/{channel_id}/messages/{message_id}/reactions/{emoji_name}"),
+            2,
+            "❌ then ✅ read back, one page each"
+        );
+        assert_eq!(
+            read_back("/guilds/{guild_id}/members/{user_id}"),
+            3,
+            "each reactor's roles read (mallory, alice, bob)"
+        );
+    });
+    rig.finish(&[1001]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plan_whose_set_up_was_cut_short_is_finished_on_start() {
+    let rig = rig().await;
+    let (plan, run) = rig.request(&alice(), ALEX, "INC-18").await;
+    let id = rig.stored_plan(&run).run.to_string();
+    let (fake, env) = rig.stop().await;
+    // The process died after creating the thread, before recording it, and one of the bot's
+    // own reactions never made it.
+    let mut chat = env.engine.store().chat_ref(&id).unwrap().unwrap();
+    chat["thread"] = serde_json::Value::Null;
+    env.engine.store().set_chat_ref(&id, &chat).unwrap();
+    fake.world_mut(|w| {
+        w.reactions
+            .retain(|(m, e, u)| !(*m == plan && e == "❌" && *u == BOT_ID))
+    });
+    let rig = start_on(
+        fake,
+        env,
+        approval(1, Duration::from_secs(1800)),
+        |_| {},
+        None,
+    )
+    .await;
+    rig.fake
+        .wait_text(
+            plan,
+            "🔄 the bot restarted; this plan still awaits approval",
+            T,
+        )
+        .await;
+    rig.fake.world(|w| {
+        assert!(w.reactions.contains(&(plan, "❌".into(), BOT_ID)));
+    });
+    let chat = rig.env.engine.store().chat_ref(&id).unwrap().unwrap();
+    assert_eq!(chat["thread"], plan.to_string());
+    rig.fake.react(&bob(), CHANNEL, plan, "✅");
+    rig.fake.wait_text(plan, "🎉 done", T).await;
+    rig.finish(&[1001]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reactions_read_back_are_paginated() {
+    let rig = rig().await;
+    let (plan, _) = rig.request(&alice(), ALEX, "INC-17").await;
+    let (fake, env) = rig.stop().await;
+    // 120 people without a role react first (by id), then an approver: two pages of 100.
+    for i in 0..120 {
+        fake.react_offline(&Person::new(2000 + i, "visitor", &[]), plan, "✅");
+    }
+    let dana = Person::new(5000, "dana", &[APPROVER_ROLE]);
+    fake.react_offline(&dana, plan, "✅");
+    let rig = start_on(
+        fake,
+        env,
+        approval(1, Duration::from_secs(1800)),
+        |_| {},
+        None,
+    )
+    .await;
+    rig.fake
+        .wait_text(plan, "approved by dana — starting", T)
+        .await;
+    rig.fake.wait_text(plan, "🎉 done", T).await;
+    let pages: Vec<String> = rig.fake.world(|w| {
+        w.requests
+            .iter()
+            .filter(|r| r.path.ends_with("/reactions/✅"))
+            .map(|r| r.path.clone())
+            .collect()
+    });
+    assert_eq!(pages.len(), 2, "{pages:?}");
+    assert_eq!(
+        count(&rig.thread(plan), "visitor's reaction does not count"),
+        120
+    );
+    rig.finish(&[1001]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approval_after_the_restart_executes_once_and_earlier_approvals_still_count() {
+    let two = || approval(2, Duration::from_secs(1800));
+    let rig = rig_with(two(), |_| {}, small_sandbox()).await;
+    let (plan, run) = rig.request(&alice(), ADELE, "INC-12").await;
+    rig.fake.react(&carol(), CHANNEL, plan, "✅");
+    rig.fake
+        .wait_text(plan, "✅ approval 1/2 from carol", T)
+        .await;
+    let (fake, env) = rig.stop().await;
+    let rig = start_on(fake, env, two(), |_| {}, None).await;
+    rig.fake
+        .wait_for("the plan message to show 1/2 again", T, |w| {
+            w.messages[&plan]
+                .content
+                .contains("awaiting approval (1/2)")
+                .then_some(())
+        })
+        .await;
+    assert_eq!(rig.bot.pending_runs(), 1);
+    // /fix-status reads the store: the run from before the restart is there.
+    let s = rig.fake.slash(&bob(), CHANNEL, "fix-status", &[]);
+    let reply = rig.fake.wait_reply(s, T).await;
+    assert!(
+        reply.last_text().contains("Awaiting approval (1)") && reply.last_text().contains(&run),
+        "{}",
+        reply.last_text()
+    );
+    rig.fake.react(&bob(), CHANNEL, plan, "✅");
+    rig.fake.redispatch_reaction(&bob(), CHANNEL, plan, "✅");
+    rig.fake
+        .wait_text(plan, "approved by carol, bob — starting", T)
+        .await;
+    rig.fake.wait_text(plan, "🎉 done", T).await;
+    let thread = rig.thread(plan);
+    assert_eq!(
+        count(&thread, "approval 1/2"),
+        1,
+        "carol's approval is not announced again: {thread:#?}"
+    );
+    assert_eq!(count(&thread, "does not count"), 0, "{thread:#?}");
+    assert_eq!(count(&thread, "— starting"), 1, "{thread:#?}");
+    assert_eq!(calls_of(&rig.env.sb, "okta.assign"), 1);
+    let s = rig
+        .fake
+        .slash(&bob(), CHANNEL, "fix-status", &[("run", &run)]);
+    let reply = rig.fake.wait_reply(s, T).await;
+    assert!(
+        reply.last_text().contains("succeeded")
+            && reply.last_text().contains("Approved by carol, bob"),
+        "{}",
+        reply.last_text()
+    );
+    assert_repaired(&rig.env, ADELE);
+    rig.finish(&[1001]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_that_expired_while_the_bot_was_down_is_announced_as_expired() {
+    let rig = rig().await;
+    let (plan, run) = rig.request(&alice(), ALEX, "INC-13").await;
+    let (fake, env) = rig.stop().await;
+    // Too late: the TTL ran out while the bot was down.
+    fake.react_offline(&bob(), plan, "✅");
+    let rig = start_on(
+        fake,
+        env,
+        approval(1, Duration::from_millis(1)),
+        |_| {},
+        None,
+    )
+    .await;
+    let text = rig
+        .fake
+        .wait_text(
+            plan,
+            "while the bot was offline, without enough approvals",
+            T,
+        )
+        .await;
+    assert!(text.contains("<@1001>"), "the requester is told: {text}");
+    rig.fake
+        .wait_for("plan marked expired", T, |w| {
+            w.messages[&plan]
+                .content
+                .contains("State: ⌛ expired")
+                .then_some(())
+        })
+        .await;
+    assert_eq!(rig.state_of(&run), "expired");
+    assert_eq!(rig.bot.pending_runs(), 0);
+    assert_eq!(calls_of(&rig.env.sb, "graph.update_user"), 0);
+    rig.finish(&[1001]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_interrupted_mid_pipeline_is_settled_on_start_and_its_thread_told() {
+    let rig = rig().await;
+    let (plan, run) = rig.request(&alice(), ADELE, "INC-14").await;
+    let stored = rig.stored_plan(&run);
+    let (fake, env) = rig.stop().await;
+    // What a process that died during step 1 leaves: approved, running, and the intent of the
+    // first write journalled without its outcome.
+    let id = stored.run.to_string();
+    let store = env.engine.store();
+    assert_eq!(
+        env.engine
+            .record_vote(&stored, &Actor::new("1002", "bob"), VoteKind::Approve, 1)
+            .unwrap(),
+        Some((1, true))
+    );
+    assert!(store.transition_run(&id, &["approved"], "running").unwrap());
+    store
+        .journal_intent(
+            &id,
+            "1",
+            "graph.update_user",
+            stored.entra_id.as_str(),
+            &serde_json::json!({"userPrincipalName": ADELE}),
+            &serde_json::json!({"userPrincipalName": stored.temporary_upn.as_ref().map(|u| u.to_string())}),
+        )
+        .unwrap();
+    let rig = start_on(
+        fake,
+        env,
+        approval(1, Duration::from_secs(1800)),
+        |_| {},
+        None,
+    )
+    .await;
+    // Startup is done once the bot takes commands: the run is settled by then.
+    let note = rig
+        .fake
+        .wait_text(plan, "the bot restarted during step 1", T)
+        .await;
+    assert!(note.starts_with("ℹ"), "{note}");
+    let summary = rig.fake.wait_text(plan, "· requested by <@1001>", T).await;
+    rig.fake
+        .wait_for("the plan message's final state", T, |w| {
+            let c = &w.messages[&plan].content;
+            (!c.contains("awaiting approval") && c.contains("approved by bob")).then_some(())
+        })
+        .await;
+    let state = rig.state_of(&run);
+    assert_eq!(state, "succeeded", "{summary}");
+    assert_repaired(&rig.env, ADELE);
+    assert_eq!(rig.bot.pending_runs(), 0);
+    rig.finish(&[1001]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_approved_but_not_started_before_the_restart_runs_once_on_start() {
+    let rig = rig().await;
+    let (plan, run) = rig.request(&alice(), ALEX, "INC-15").await;
+    let stored = rig.stored_plan(&run);
+    let (fake, env) = rig.stop().await;
+    env.engine
+        .record_vote(&stored, &Actor::new("1002", "bob"), VoteKind::Approve, 1)
+        .unwrap();
+    let rig = start_on(
+        fake,
+        env,
+        approval(1, Duration::from_secs(1800)),
+        |_| {},
+        None,
+    )
+    .await;
+    rig.fake
+        .wait_text(plan, "the bot restarted after this run was approved", T)
+        .await;
+    rig.fake.wait_text(plan, "🎉 done", T).await;
+    assert_eq!(calls_of(&rig.env.sb, "okta.assign"), 1);
+    assert_eq!(rig.state_of(&run), "succeeded");
+    rig.finish(&[1001]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn duplicated_dispatches_execute_once_and_say_nothing_twice() {
+    let rig = rig().await;
+    // The same slash command delivered twice: one plan, one answer.
+    let i = rig.fake.slash(
+        &alice(),
+        CHANNEL,
+        "fix-immutable-id",
+        &[("user", ADELE), ("reason", "INC-16")],
+    );
+    rig.fake.redispatch_interaction(i);
+    let plan = rig.fake.wait_plan(CHANNEL, ADELE, T).await;
+    rig.fake
+        .wait_for("the deferred reply naming the plan", T, |w| {
+            w.interactions[&i]
+                .texts
+                .iter()
+                .any(|t| t.contains("plan posted"))
+                .then_some(())
+        })
+        .await;
+    // The same reaction delivered twice.
+    rig.fake.react(&bob(), CHANNEL, plan, "✅");
+    rig.fake.redispatch_reaction(&bob(), CHANNEL, plan, "✅");
+    rig.fake.wait_text(plan, "🎉 done", T).await;
+    // A later command is answered, so the duplicates were processed long before.
+    let s = rig.fake.slash(&bob(), CHANNEL, "fix-status", &[]);
+    rig.fake.wait_reply(s, T).await;
+    let thread = rig.thread(plan);
+    assert_eq!(count(&thread, "— starting"), 1, "{thread:#?}");
+    assert_eq!(count(&thread, "does not count"), 0, "{thread:#?}");
+    assert_eq!(count(&thread, "🎉"), 1, "{thread:#?}");
+    assert_eq!(calls_of(&rig.env.sb, "okta.assign"), 1);
+    assert_eq!(
+        rig.fake.world(|w| w
+            .messages_in(CHANNEL)
+            .iter()
+            .filter(|m| m.content.contains("Repair plan for"))
+            .count()),
+        1,
+        "one plan message"
+    );
+    rig.finish(&[1001]).await;
+}
+
+/// Readiness has no change signal: polled, bounded.
+async fn until(what: &str, limit: Duration, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readiness_follows_the_gateway_connection() {
+    let env = env_with(small_sandbox(), test_policy()).await;
+    let ready = Readiness::new(env.engine.store().clone());
+    assert!(!ready.connected());
+    let fake = FakeDiscord::start().await;
+    let rig = start_on(
+        fake,
+        env,
+        approval(1, Duration::from_secs(1800)),
+        |_| {},
+        Some(ready.clone()),
+    )
+    .await;
+    assert!(ready.connected(), "READY makes it ready");
+    let (plan, run) = rig.request(&alice(), ALEX, "before the outage").await;
+    // An outage: the socket drops and the gateway refuses new connections for a while.
+    rig.fake.set_gateway_down(true);
+    rig.fake.drop_gateway();
+    until("readiness to drop", Duration::from_secs(20), || {
+        !ready.connected()
+    })
+    .await;
+    // Meanwhile an approver reacts; the gateway cannot deliver it.
+    rig.fake.react_offline(&bob(), plan, "✅");
+    rig.fake.set_gateway_down(false);
+    until("readiness to come back", Duration::from_secs(30), || {
+        ready.connected()
+    })
+    .await;
+    assert!(rig.fake.world(|w| w.connected() && w.ready_sent >= 2));
+    // A new session: the reaction is read back, and the run executes once.
+    rig.fake
+        .wait_text(plan, "approved by bob — starting", T)
+        .await;
+    rig.fake.wait_text(plan, "🎉 done", T).await;
+    assert_eq!(rig.state_of(&run), "succeeded");
+    assert_eq!(count(&rig.thread(plan), "— starting"), 1);
+    // Shut down: not ready any more.
+    let v = rig.fake.violations();
+    assert!(v.is_empty(), "{v:#?}");
+    rig.fake.world(|w| {
+        for m in w.messages.values() {
+            assert!(m.pings.iter().all(|p| p == "user:1001"), "{:?}", m.content);
+        }
+    });
+    rig.shards.shutdown_all().await;
+    tokio::time::timeout(T, rig.task)
+        .await
+        .expect("the bot stops")
+        .expect("the task ends")
+        .expect("a clean stop");
+    assert!(!ready.connected());
+}
+
+// --- check-config --online ------------------------------------------------------------------
+
+mod check {
+    use super::*;
+    use crate::fake_discord::{
+        overwrite, perm, BOT_ROLE, FOREIGN_CHANNEL, OTHER_GUILD, VOICE_CHANNEL,
+    };
+    use o365_fixbot::chat::discord::check::check_discord;
+    use o365_fixbot::ops::check::Check;
+
+    async fn run(fake: &FakeDiscord, tweak: impl FnOnce(&mut DiscordSettings)) -> Vec<Check> {
+        let mut s = settings(fake);
+        tweak(&mut s);
+        check_discord(&s, &Secret::new(TOKEN)).await
+    }
+
+    fn failures(checks: &[Check]) -> Vec<String> {
+        checks
+            .iter()
+            .filter_map(|c| c.outcome.clone().err())
+            .collect()
+    }
+
+    fn only_gets(fake: &FakeDiscord) {
+        fake.world(|w| {
+            assert!(w.requests.iter().all(|r| r.method == "GET"), "read-only");
+        });
+        let v = fake.violations();
+        assert!(v.is_empty(), "{v:#?}");
+    }
+
+    #[tokio::test]
+    async fn everything_in_place_passes() {
+        let fake = FakeDiscord::start().await;
+        let checks = run(&fake, |_| {}).await;
+        assert!(checks.iter().all(Check::passed), "{checks:#?}");
+        let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "discord token".to_owned(),
+                format!("discord guild {GUILD}"),
+                format!("discord channel {CHANNEL}")
+            ]
+        );
+        assert!(checks[0].to_string().contains("fixbot"), "{}", checks[0]);
+        only_gets(&fake);
+    }
+
+    #[tokio::test]
+    async fn a_bad_token_is_named() {
+        let fake = FakeDiscord::start().await;
+        let mut s = settings(&fake);
+        s.guild_ids = vec![GUILD];
+        let checks = check_discord(&s, &Secret::new("not-the-token")).await;
+        assert_eq!(checks.len(), 1, "nothing else can be checked: {checks:#?}");
+        let f = failures(&checks);
+        assert!(
+            f[0].contains("Discord rejected the bot token") && f[0].contains("401"),
+            "{f:?}"
+        );
+        assert!(!f[0].contains("not-the-token"), "the secret is never shown");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_guild_and_missing_or_misplaced_channels_are_named() {
+        let fake = FakeDiscord::start().await;
+        let missing: u64 = 800_000_000_000_000_099;
+        let checks = run(&fake, |s| {
+            s.guild_ids = vec![GUILD, 800_000_000_000_000_077];
+            s.channel_ids = vec![CHANNEL, missing, FOREIGN_CHANNEL, VOICE_CHANNEL];
+        })
+        .await;
+        let f = failures(&checks);
+        assert_eq!(f.len(), 4, "{checks:#?}");
+        assert!(
+            f[0].contains("guild 800000000000000077 is not reachable"),
+            "{f:?}"
+        );
+        assert!(
+            f[1].contains(&format!("channel {missing} does not exist")),
+            "{f:?}"
+        );
+        assert!(
+            f[2].contains(&format!(
+                "channel {FOREIGN_CHANNEL} is in guild {OTHER_GUILD}, which is not in discord.guild_ids"
+            )),
+            "{f:?}"
+        );
+        assert!(
+            f[3].contains(&format!("channel {VOICE_CHANNEL} is of type 2")),
+            "{f:?}"
+        );
+        assert!(checks
+            .iter()
+            .any(|c| c.name == format!("discord channel {CHANNEL}") && c.passed()));
+    }
+
+    #[tokio::test]
+    async fn a_permission_missing_from_the_roles_is_named() {
+        let fake = FakeDiscord::start().await;
+        fake.world_mut(|w| {
+            w.guild.roles = vec![
+                (
+                    GUILD,
+                    perm::VIEW_CHANNEL | perm::SEND_MESSAGES | perm::READ_MESSAGE_HISTORY,
+                ),
+                (
+                    BOT_ROLE,
+                    perm::CREATE_PUBLIC_THREADS | perm::SEND_MESSAGES_IN_THREADS,
+                ),
+            ]
+        });
+        let checks = run(&fake, |_| {}).await;
+        let f = failures(&checks);
+        assert_eq!(f.len(), 1, "{checks:#?}");
+        assert!(
+            f[0].starts_with(&format!("channel {CHANNEL}: the bot lacks ADD_REACTIONS (")),
+            "{f:?}"
+        );
+        assert!(f[0].contains("not granted by @everyone or any of the bot's roles"));
+        assert!(
+            !f[0].contains("SEND_MESSAGES"),
+            "only what is missing: {f:?}"
+        );
+        only_gets(&fake);
+    }
+
+    #[tokio::test]
+    async fn permissions_denied_by_channel_overwrites_are_named() {
+        let fake = FakeDiscord::start().await;
+        fake.world_mut(|w| {
+            w.guild.overwrites.insert(
+                CHANNEL,
+                vec![overwrite(
+                    BOT_ROLE,
+                    0,
+                    0,
+                    perm::SEND_MESSAGES_IN_THREADS | perm::CREATE_PUBLIC_THREADS,
+                )],
+            );
+        });
+        let checks = run(&fake, |_| {}).await;
+        let f = failures(&checks);
+        assert_eq!(f.len(), 1, "{checks:#?}");
+        assert!(
+            f[0].contains("the bot lacks CREATE_PUBLIC_THREADS")
+                && f[0].contains("SEND_MESSAGES_IN_THREADS")
+                && f[0].contains("denied by this channel's permission overwrites"),
+            "{f:?}"
+        );
+        // A member overwrite hiding the channel from the bot.
+        fake.world_mut(|w| {
+            w.guild.overwrites.insert(
+                CHANNEL,
+                vec![overwrite(
+                    crate::fake_discord::BOT_ID,
+                    1,
+                    0,
+                    perm::VIEW_CHANNEL,
+                )],
+            );
+        });
+        let f = failures(&run(&fake, |_| {}).await);
+        assert!(f[0].contains("the bot lacks VIEW_CHANNEL"), "{f:?}");
+        only_gets(&fake);
+    }
+
+    #[tokio::test]
+    async fn overwrites_can_grant_and_administrators_and_owners_have_everything() {
+        let fake = FakeDiscord::start().await;
+        // @everyone is denied everything in the channel; the bot's role is allowed it back.
+        fake.world_mut(|w| {
+            let all = perm::VIEW_CHANNEL
+                | perm::SEND_MESSAGES
+                | perm::READ_MESSAGE_HISTORY
+                | perm::ADD_REACTIONS;
+            w.guild.overwrites.insert(
+                CHANNEL,
+                vec![overwrite(GUILD, 0, 0, all), overwrite(BOT_ROLE, 0, all, 0)],
+            );
+        });
+        assert!(failures(&run(&fake, |_| {}).await).is_empty());
+        // ADMINISTRATOR ignores every overwrite.
+        fake.world_mut(|w| {
+            w.guild.roles = vec![(GUILD, 0), (BOT_ROLE, perm::ADMINISTRATOR)];
+            w.guild.overwrites.insert(
+                CHANNEL,
+                vec![overwrite(crate::fake_discord::BOT_ID, 1, 0, u64::MAX >> 1)],
+            );
+        });
+        assert!(failures(&run(&fake, |_| {}).await).is_empty());
+        // So does owning the guild.
+        fake.world_mut(|w| {
+            w.guild.roles = vec![(GUILD, 0)];
+            w.guild.bot_roles = vec![];
+            w.guild.owner = crate::fake_discord::BOT_ID;
+        });
+        assert!(failures(&run(&fake, |_| {}).await).is_empty());
+        only_gets(&fake);
+    }
 }

@@ -7,7 +7,9 @@
 //! - [`reactions`]: reactions as votes, and who voted
 //! - [`limits`]: per-person rate limit and the cap on open runs
 //! - [`post`]: everything sent, with `allowed_mentions` limited
+//! - [`check`]: `check-config --online` for Discord (token, guilds, channels, permissions)
 
+pub mod check;
 pub mod commands;
 pub mod flow;
 pub mod limits;
@@ -16,15 +18,17 @@ pub mod reactions;
 
 use crate::approval::ApprovalPolicy;
 use crate::config::{ApprovalSettings, DiscordSettings};
+use crate::ops::health::Readiness;
 use crate::pipeline::Engine;
 use crate::secret::Secret;
 use flow::Bot;
 use post::Poster;
 use serenity::all::{
-    Client, ClientBuilder, Context, EventHandler, GatewayIntents, HttpBuilder, Interaction,
-    Reaction, Ready, ShardManager,
+    Client, ClientBuilder, ConnectionStage, Context, EventHandler, GatewayIntents, HttpBuilder,
+    Interaction, Reaction, Ready, ResumedEvent, ShardManager, ShardStageUpdateEvent,
 };
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The only gateway intents the bot needs: slash commands need none, reactions need
 /// `GUILD_MESSAGE_REACTIONS`; `GUILDS` keeps the guild and thread state coherent.
@@ -43,14 +47,33 @@ pub fn policy(approval: &ApprovalSettings, discord: &DiscordSettings) -> Approva
 
 struct Handler {
     bot: Arc<Bot>,
+    readiness: Option<Readiness>,
+}
+
+impl Handler {
+    fn connected(&self, up: bool) {
+        if let Some(r) = &self.readiness {
+            r.set_connected(up);
+        }
+    }
 }
 
 #[serenity::async_trait]
 impl EventHandler for Handler {
     async fn ready(&self, ctx: Context, ready: Ready) {
+        self.connected(true);
         self.bot
             .on_ready(&Poster::new(ctx.http.clone()), ready)
             .await;
+    }
+
+    async fn resume(&self, _ctx: Context, _event: ResumedEvent) {
+        self.connected(true);
+    }
+
+    async fn shard_stage_update(&self, _ctx: Context, event: ShardStageUpdateEvent) {
+        tracing::info!(from = %event.old, to = %event.new, "Discord gateway connection stage");
+        self.connected(event.new == ConnectionStage::Connected);
     }
 
     async fn interaction_create(&self, ctx: Context, interaction: Interaction) {
@@ -73,18 +96,21 @@ impl EventHandler for Handler {
 pub struct DiscordBot {
     client: Client,
     bot: Arc<Bot>,
+    readiness: Option<Readiness>,
 }
 
 impl DiscordBot {
     /// Builds the client. With `settings.api_base`, REST and the gateway lookup go there instead of
     /// `https://discord.com` (serenity's `HttpBuilder::proxy`), and serenity's own ratelimiter is
     /// off: serenity ignores the proxy while it is on (serenity #1739), so the proxy (e.g.
-    /// twilight-http-proxy) must do the rate limiting.
+    /// twilight-http-proxy) must do the rate limiting. `readiness` follows the gateway
+    /// connection (for `/readyz`).
     pub async fn new(
         engine: Engine,
         approval: &ApprovalSettings,
         settings: &DiscordSettings,
         token: &Secret,
+        readiness: Option<Readiness>,
     ) -> anyhow::Result<Self> {
         settings.validate_for_serve()?;
         let mut http = HttpBuilder::new(token.expose());
@@ -101,10 +127,15 @@ impl DiscordBot {
         let client = ClientBuilder::new_with_http(http.build(), INTENTS)
             .event_handler(Handler {
                 bot: Arc::clone(&bot),
+                readiness: readiness.clone(),
             })
             .await
             .map_err(|e| anyhow::anyhow!("cannot build the Discord client: {e}"))?;
-        Ok(Self { client, bot })
+        Ok(Self {
+            client,
+            bot,
+            readiness,
+        })
     }
 
     pub fn shard_manager(&self) -> Arc<ShardManager> {
@@ -116,10 +147,37 @@ impl DiscordBot {
     }
 
     /// Connects one shard and serves events until shut down.
+    ///
+    /// Readiness: READY, RESUMED and stage updates flip it at once; serenity does not report
+    /// every drop as a stage update (a resume started after a socket error is not), so a
+    /// watchdog also reads the shard's stage each second — no shard runner (serenity is
+    /// restarting the shard, e.g. while the gateway is unreachable) or a stage other than
+    /// `Connected` is not ready.
     pub async fn run(mut self) -> anyhow::Result<()> {
-        self.client
-            .start()
-            .await
-            .map_err(|e| anyhow::anyhow!("the Discord gateway connection ended: {e}"))
+        let watchdog = self.readiness.clone().map(|ready| {
+            let shards = Arc::clone(&self.client.shard_manager);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    let up = {
+                        let runners = shards.runners.lock().await;
+                        !runners.is_empty()
+                            && runners
+                                .values()
+                                .all(|r| r.stage == ConnectionStage::Connected)
+                    };
+                    ready.set_connected(up);
+                }
+            })
+        });
+        let result = self.client.start().await;
+        if let Some(w) = watchdog {
+            w.abort();
+        }
+        if let Some(r) = &self.readiness {
+            r.set_connected(false);
+        }
+        result.map_err(|e| anyhow::anyhow!("the Discord gateway connection ended: {e}"))
     }
 }

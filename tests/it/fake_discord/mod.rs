@@ -5,6 +5,12 @@
 //! channels, messages, threads and reactions, and records when each interaction was dispatched
 //! and answered. Tests wait on its state with [`FakeDiscord::wait_for`] (bounded in time), never
 //! with sleeps.
+//!
+//! For restarts it keeps reactions made while no bot is connected ([`FakeDiscord::react_offline`])
+//! and serves them back (`GET …/reactions/{emoji}`, paginated by user id, and
+//! `GET /guilds/{g}/members/{user}`); it can re-deliver a dispatch (as after a resume) and refuse
+//! gateway connections for a while. For `check-config --online` it models the guild's roles, the
+//! bot's roles and each channel's permission overwrites ([`GuildModel`]).
 
 #![allow(dead_code)]
 
@@ -33,6 +39,64 @@ pub const CHANNEL: u64 = 800_000_000_000_000_010;
 pub const OTHER_CHANNEL: u64 = 800_000_000_000_000_011;
 pub const REQUESTER_ROLE: u64 = 700_000_000_000_000_001;
 pub const APPROVER_ROLE: u64 = 700_000_000_000_000_002;
+/// The bot's own role in [`GUILD`].
+pub const BOT_ROLE: u64 = 700_000_000_000_000_003;
+/// Another guild the bot is in, but not configured; [`FOREIGN_CHANNEL`] is there.
+pub const OTHER_GUILD: u64 = 800_000_000_000_000_002;
+pub const FOREIGN_CHANNEL: u64 = 800_000_000_000_000_020;
+/// A voice channel in [`GUILD`].
+pub const VOICE_CHANNEL: u64 = 800_000_000_000_000_012;
+/// The guild's owner (not the bot).
+pub const OWNER_ID: u64 = 1_000;
+
+/// Permission bits, as Discord numbers them.
+pub mod perm {
+    pub const ADMINISTRATOR: u64 = 1 << 3;
+    pub const ADD_REACTIONS: u64 = 1 << 6;
+    pub const VIEW_CHANNEL: u64 = 1 << 10;
+    pub const SEND_MESSAGES: u64 = 1 << 11;
+    pub const READ_MESSAGE_HISTORY: u64 = 1 << 16;
+    pub const CREATE_PUBLIC_THREADS: u64 = 1 << 35;
+    pub const SEND_MESSAGES_IN_THREADS: u64 = 1 << 38;
+}
+
+/// The guild as `check-config --online` sees it: roles with their permissions (the `@everyone`
+/// role has the guild's id), the bot's roles, the owner, and per-channel overwrites.
+#[derive(Debug, Clone)]
+pub struct GuildModel {
+    pub roles: Vec<(u64, u64)>,
+    pub bot_roles: Vec<u64>,
+    pub owner: u64,
+    /// Channel id → `permission_overwrites` as Discord sends them.
+    pub overwrites: HashMap<u64, Vec<Value>>,
+}
+
+impl Default for GuildModel {
+    /// Everything the bot needs: viewing, sending and history from `@everyone`, the rest from
+    /// the bot's role.
+    fn default() -> Self {
+        use perm::*;
+        Self {
+            roles: vec![
+                (GUILD, VIEW_CHANNEL | SEND_MESSAGES | READ_MESSAGE_HISTORY),
+                (
+                    BOT_ROLE,
+                    ADD_REACTIONS | CREATE_PUBLIC_THREADS | SEND_MESSAGES_IN_THREADS,
+                ),
+                (REQUESTER_ROLE, 0),
+                (APPROVER_ROLE, 0),
+            ],
+            bot_roles: vec![BOT_ROLE],
+            owner: OWNER_ID,
+            overwrites: HashMap::new(),
+        }
+    }
+}
+
+/// One permission overwrite (`kind` 0 = role, 1 = member).
+pub fn overwrite(id: u64, kind: u64, allow: u64, deny: u64) -> Value {
+    json!({"id": id.to_string(), "type": kind, "allow": allow.to_string(), "deny": deny.to_string()})
+}
 
 /// Someone in the fake guild.
 #[derive(Debug, Clone)]
@@ -53,14 +117,14 @@ impl Person {
         }
     }
 
-    fn user_json(&self) -> Value {
+    pub fn user_json(&self) -> Value {
         json!({
             "id": self.id.to_string(), "username": self.name, "discriminator": "0",
             "global_name": self.name, "avatar": null, "bot": self.bot, "public_flags": 0
         })
     }
 
-    fn member_json(&self) -> Value {
+    pub fn member_json(&self) -> Value {
         json!({
             "user": self.user_json(),
             "roles": self.roles.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
@@ -115,6 +179,8 @@ pub struct Interaction {
     pub callbacks: usize,
     /// Content of the immediate reply or of each edit of the deferred one.
     pub texts: Vec<String>,
+    /// The `INTERACTION_CREATE` payload, to deliver it again.
+    pub payload: Value,
 }
 
 impl Interaction {
@@ -144,6 +210,13 @@ pub struct World {
     pub resumes: usize,
     pub connections: usize,
     pub ready_sent: usize,
+    /// `PUT …/guilds/{g}/commands` received (once per READY).
+    pub command_puts: usize,
+    /// Everyone who has acted, by id (for member and reaction lookups).
+    pub people: HashMap<u64, Person>,
+    /// While set, gateway connections are refused (503), as in an outage.
+    pub gateway_down: bool,
+    pub guild: GuildModel,
     /// Open gateway connection: dispatches go here.
     gateway: Option<mpsc::UnboundedSender<GwCmd>>,
     seq: u64,
@@ -231,6 +304,18 @@ impl FakeDiscord {
         f(&self.shared.world.lock().unwrap())
     }
 
+    /// Changes the world (e.g. the guild's permissions).
+    pub fn world_mut<T>(&self, f: impl FnOnce(&mut World) -> T) -> T {
+        let out = f(&mut self.shared.world.lock().unwrap());
+        self.shared.changed();
+        out
+    }
+
+    /// Refuses (or accepts again) gateway connections.
+    pub fn set_gateway_down(&self, down: bool) {
+        self.world_mut(|w| w.gateway_down = down);
+    }
+
     /// Waits until `cond` holds, at most `limit`; panics with `what` and the REST log otherwise.
     pub async fn wait_for<T>(
         &self,
@@ -313,12 +398,14 @@ impl FakeDiscord {
         });
         {
             let mut w = self.shared.world.lock().unwrap();
+            w.people.insert(who.id, who.clone());
             w.interactions.insert(
                 id,
                 Interaction {
                     id,
                     token,
                     dispatched: Some(Instant::now()),
+                    payload: d.clone(),
                     ..Interaction::default()
                 },
             );
@@ -327,16 +414,42 @@ impl FakeDiscord {
         id
     }
 
+    /// Delivers an interaction again, as Discord may after a resume.
+    pub fn redispatch_interaction(&self, id: u64) {
+        let d = self.world(|w| w.interactions[&id].payload.clone());
+        self.dispatch("INTERACTION_CREATE", d);
+    }
+
     /// `who` reacts with `emoji` on message `message` in `channel`.
     pub fn react(&self, who: &Person, channel: u64, message: u64, emoji: &str) {
-        {
-            let mut w = self.shared.world.lock().unwrap();
-            w.reactions.push((message, emoji.to_owned(), who.id));
-        }
+        self.react_offline(who, message, emoji);
         self.dispatch(
             "MESSAGE_REACTION_ADD",
             reaction_json(who, channel, message, emoji),
         );
+    }
+
+    /// Delivers `who`'s reaction again without adding it (a replayed dispatch).
+    pub fn redispatch_reaction(&self, who: &Person, channel: u64, message: u64, emoji: &str) {
+        self.dispatch(
+            "MESSAGE_REACTION_ADD",
+            reaction_json(who, channel, message, emoji),
+        );
+    }
+
+    /// `who` reacts while no bot is connected: Discord keeps the reaction but dispatches
+    /// nothing; a bot sees it only by listing the message's reactions.
+    pub fn react_offline(&self, who: &Person, message: u64, emoji: &str) {
+        self.world_mut(|w| {
+            w.people.insert(who.id, who.clone());
+            if !w
+                .reactions
+                .iter()
+                .any(|(m, e, u)| *m == message && e == emoji && *u == who.id)
+            {
+                w.reactions.push((message, emoji.to_owned(), who.id));
+            }
+        });
     }
 
     /// Drops the gateway socket without a close frame, as a network failure would.
@@ -417,6 +530,9 @@ fn reaction_json(who: &Person, channel: u64, message: u64, emoji: &str) -> Value
 // --- gateway ---------------------------------------------------------------------------------
 
 async fn gateway(State(sh): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
+    if sh.world.lock().unwrap().gateway_down {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     ws.on_upgrade(move |socket| session(sh, socket))
 }
 
@@ -656,19 +772,30 @@ async fn rest(State(sh): State<Arc<Shared>>, req: Request) -> Response {
                     .map(|(_, v)| v.clone())
                     .unwrap_or_default()
             };
-            handle(&sh, &mut w, &method, &matched.template, &p, json_body, now)
+            handle(
+                &sh,
+                &mut w,
+                &method,
+                &matched.template,
+                &p,
+                &query,
+                json_body,
+                now,
+            )
         }
     };
     sh.changed();
     response
 }
 
+#[allow(clippy::too_many_arguments)]
 fn handle(
     sh: &Shared,
     w: &mut World,
     method: &Method,
     template: &str,
     p: &dyn Fn(&str) -> String,
+    query: &[(String, String)],
     body: Option<Value>,
     now: Instant,
 ) -> Response {
@@ -711,6 +838,7 @@ fn handle(
                 ));
             }
             w.commands = cmds.clone();
+            w.command_puts += 1;
             axum::Json(Value::Array(cmds)).into_response()
         }
         ("POST", "/interactions/{interaction_id}/{interaction_token}/callback") => {
@@ -864,6 +992,98 @@ fn handle(
                 "message_count": 0, "member_count": 1, "total_message_sent": 0,
                 "thread_metadata": {"archived": false, "auto_archive_duration": archive,
                     "archive_timestamp": "2025-01-01T00:00:00.000000+00:00", "locked": false}
+            }))
+            .into_response()
+        }
+        ("GET", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji_name}") => {
+            let id: u64 = p("message_id").parse().unwrap_or(0);
+            let channel: u64 = p("channel_id").parse().unwrap_or(0);
+            if w.messages.get(&id).is_none_or(|m| m.channel != channel) {
+                return discord_error(StatusCode::NOT_FOUND, 10008, "Unknown Message");
+            }
+            let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            let after: u64 = q("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+            let limit: usize = q("limit").and_then(|l| l.parse().ok()).unwrap_or(25);
+            let emoji = p("emoji_name");
+            let mut users: Vec<u64> = w
+                .reactions
+                .iter()
+                .filter(|(m, e, u)| *m == id && *e == emoji && *u > after)
+                .map(|(_, _, u)| *u)
+                .collect();
+            users.sort_unstable();
+            users.dedup();
+            let out: Vec<Value> = users
+                .into_iter()
+                .take(limit)
+                .map(|u| match w.people.get(&u) {
+                    Some(person) => person.user_json(),
+                    None if u == BOT_ID => bot_person().user_json(),
+                    None => Person::new(u, "someone", &[]).user_json(),
+                })
+                .collect();
+            axum::Json(Value::Array(out)).into_response()
+        }
+        ("GET", "/guilds/{guild_id}/members/{user_id}") => {
+            let user: u64 = p("user_id").parse().unwrap_or(0);
+            if p("guild_id") != GUILD.to_string() {
+                return discord_error(StatusCode::NOT_FOUND, 10004, "Unknown Guild");
+            }
+            let member = if user == BOT_ID {
+                Person {
+                    roles: w.guild.bot_roles.clone(),
+                    ..bot_person()
+                }
+            } else {
+                match w.people.get(&user) {
+                    Some(person) => person.clone(),
+                    None => return discord_error(StatusCode::NOT_FOUND, 10007, "Unknown Member"),
+                }
+            };
+            axum::Json(member.member_json()).into_response()
+        }
+        ("GET", "/users/@me") => axum::Json(bot).into_response(),
+        ("GET", "/guilds/{guild_id}") => {
+            let id: u64 = p("guild_id").parse().unwrap_or(0);
+            if id != GUILD && id != OTHER_GUILD {
+                return discord_error(StatusCode::NOT_FOUND, 10004, "Unknown Guild");
+            }
+            let roles: Vec<Value> = w
+                .guild
+                .roles
+                .iter()
+                .enumerate()
+                .map(|(i, (rid, perms))| {
+                    json!({
+                        "id": rid.to_string(), "name": if *rid == id { "@everyone".to_owned() } else { format!("role-{i}") },
+                        "permissions": perms.to_string(), "position": i, "color": 0, "hoist": false,
+                        "managed": false, "mentionable": false, "flags": 0
+                    })
+                })
+                .collect();
+            axum::Json(json!({
+                "id": id.to_string(), "name": if id == GUILD { "Contoso IT" } else { "Elsewhere" },
+                "owner_id": w.guild.owner.to_string(), "roles": roles, "features": [],
+                "verification_level": 0, "default_message_notifications": 0,
+                "explicit_content_filter": 0, "mfa_level": 0, "premium_tier": 0,
+                "nsfw_level": 0, "preferred_locale": "en-US", "emojis": [], "stickers": []
+            }))
+            .into_response()
+        }
+        ("GET", "/channels/{channel_id}") => {
+            let id: u64 = p("channel_id").parse().unwrap_or(0);
+            let (guild, kind, name) = match id {
+                CHANNEL => (GUILD, 0, "identity-ops"),
+                OTHER_CHANNEL => (GUILD, 0, "general"),
+                VOICE_CHANNEL => (GUILD, 2, "voice"),
+                FOREIGN_CHANNEL => (OTHER_GUILD, 0, "elsewhere"),
+                _ => return discord_error(StatusCode::NOT_FOUND, 10003, "Unknown Channel"),
+            };
+            let overwrites = w.guild.overwrites.get(&id).cloned().unwrap_or_default();
+            axum::Json(json!({
+                "id": id.to_string(), "type": kind, "guild_id": guild.to_string(), "name": name,
+                "position": 0, "permission_overwrites": overwrites, "nsfw": false,
+                "parent_id": null, "last_message_id": null, "rate_limit_per_user": 0, "flags": 0
             }))
             .into_response()
         }
