@@ -119,21 +119,7 @@ pub(crate) async fn execute(ctx: &Inner, plan: &Plan, reporter: &Reporter) -> Ru
             if plan.mode == RepairMode::Full {
                 ctx.pause.expect(run).await;
             }
-            let mut runner = Runner {
-                ctx,
-                plan,
-                reporter,
-                journal: Journal::new(ctx.store.clone()),
-                started,
-                new_id: plan.new_immutable_id.clone(),
-                entra_now: plan.entra_immutable_id_before.clone(),
-                okta_now: plan.okta_immutable_id_before().map(str::to_owned),
-                failed_step: None,
-                rolled_forward: false,
-                lag_notes: Vec::new(),
-                provisioning: ProvisioningState::Untouched,
-                resumed: false,
-            };
+            let mut runner = Runner::new(ctx, plan, reporter, started, false);
             runner.run().await
         }
         Ok(Some(change)) => not_executed(
@@ -145,6 +131,11 @@ pub(crate) async fn execute(ctx: &Inner, plan: &Plan, reporter: &Reporter) -> Ru
             format!("could not re-read the user before executing ({e}); nothing was written"),
         ),
     };
+    conclude(ctx, summary, reporter)
+}
+
+/// Counts, stores and announces a run's outcome.
+fn conclude(ctx: &Inner, summary: RunSummary, reporter: &Reporter) -> RunSummary {
     crate::ops::metrics::metrics()
         .runs
         .get_or_create(&crate::ops::metrics::OutcomeLabels {
@@ -152,11 +143,11 @@ pub(crate) async fn execute(ctx: &Inner, plan: &Plan, reporter: &Reporter) -> Ru
         })
         .inc();
     let record = serde_json::to_value(&summary).unwrap_or(Value::Null);
-    if let Err(e) = ctx
-        .store
-        .set_run_summary(&run.to_string(), summary.outcome.state(), &record)
+    if let Err(e) =
+        ctx.store
+            .set_run_summary(&summary.run.to_string(), summary.outcome.state(), &record)
     {
-        tracing::error!(run = %run, error = %format!("{e:#}"), "could not store the run summary");
+        tracing::error!(run = %summary.run, error = %format!("{e:#}"), "could not store the run summary");
     }
     reporter.send(RunEvent::Finished(summary.clone()));
     summary
@@ -203,21 +194,7 @@ pub(crate) async fn resume(
         tracing::error!(run = %run, error = %format!("{e:#}"), "could not mark unrecorded outcomes");
     }
 
-    let mut runner = Runner {
-        ctx,
-        plan,
-        reporter,
-        journal: Journal::new(ctx.store.clone()),
-        started: Instant::now(),
-        new_id: plan.new_immutable_id.clone(),
-        entra_now: plan.entra_immutable_id_before.clone(),
-        okta_now: plan.okta_immutable_id_before().map(str::to_owned),
-        failed_step: None,
-        rolled_forward: false,
-        lag_notes: Vec::new(),
-        provisioning: ProvisioningState::Untouched,
-        resumed: true,
-    };
+    let mut runner = Runner::new(ctx, plan, reporter, Instant::now(), true);
     // A fresh value drawn during a roll-forward supersedes the plan's.
     if let Some(id) = journal
         .iter()
@@ -235,24 +212,34 @@ pub(crate) async fn resume(
     let summary = runner
         .settle(journal, holds_pause.map(|p| p.snapshot))
         .await;
-    crate::ops::metrics::metrics()
-        .runs
-        .get_or_create(&crate::ops::metrics::OutcomeLabels {
-            outcome: summary.outcome.state().to_owned(),
-        })
-        .inc();
-    let record = serde_json::to_value(&summary).unwrap_or(Value::Null);
-    if let Err(e) = ctx
-        .store
-        .set_run_summary(&run.to_string(), summary.outcome.state(), &record)
-    {
-        tracing::error!(run = %run, error = %format!("{e:#}"), "could not store the run summary");
-    }
-    reporter.send(RunEvent::Finished(summary.clone()));
-    summary
+    conclude(ctx, summary, reporter)
 }
 
-impl Runner<'_> {
+impl<'a> Runner<'a> {
+    fn new(
+        ctx: &'a Inner,
+        plan: &'a Plan,
+        reporter: &'a Reporter,
+        started: Instant,
+        resumed: bool,
+    ) -> Self {
+        Runner {
+            ctx,
+            plan,
+            reporter,
+            journal: Journal::new(ctx.store.clone()),
+            started,
+            new_id: plan.new_immutable_id.clone(),
+            entra_now: plan.entra_immutable_id_before.clone(),
+            okta_now: plan.okta_immutable_id_before().map(str::to_owned),
+            failed_step: None,
+            rolled_forward: false,
+            lag_notes: Vec::new(),
+            provisioning: ProvisioningState::Untouched,
+            resumed,
+        }
+    }
+
     async fn settle(&mut self, journal: &[JournalEntry], paused: Option<Value>) -> RunSummary {
         let plan = self.plan;
         let ok = |j: &&JournalEntry| j.outcome.as_deref() == Some("ok");
@@ -595,7 +582,7 @@ impl Runner<'_> {
             self.ctx.policy.compensation_backoff,
             &mut request_ids,
             || {
-                self.journal.graph(
+                self.journal.write(
                     self.plan.run,
                     &w.label,
                     "graph.update_user",
@@ -945,7 +932,7 @@ impl Runner<'_> {
         }
         let unassigned = self
             .journal
-            .okta(
+            .write(
                 run,
                 &StepKind::Unassign.label(),
                 "okta.unassign",
@@ -1124,7 +1111,7 @@ impl Runner<'_> {
             self.ctx.policy.compensation_backoff,
             &mut ids,
             || {
-                self.journal.okta(
+                self.journal.write(
                     self.plan.run,
                     &label,
                     "okta.assign",

@@ -61,6 +61,23 @@ impl fmt::Display for ApiFailure {
     }
 }
 
+/// A client error that can be reduced to what the journal and the thread need.
+pub trait ApiError {
+    fn failure(&self) -> ApiFailure;
+}
+
+impl ApiError for GraphError {
+    fn failure(&self) -> ApiFailure {
+        ApiFailure::from_graph(self)
+    }
+}
+
+impl ApiError for OktaError {
+    fn failure(&self) -> ApiFailure {
+        ApiFailure::from_okta(self)
+    }
+}
+
 /// Journals writes in the store around the calls that make them.
 #[derive(Debug, Clone)]
 pub struct Journal {
@@ -72,8 +89,10 @@ impl Journal {
         Self { store }
     }
 
+    /// Journals the intent, makes the call, journals the outcome. `call` is only invoked once
+    /// the intent is durable.
     #[allow(clippy::too_many_arguments)]
-    async fn write<T, E, Fut>(
+    pub async fn write<T, E, F, Fut>(
         &self,
         run: RunId,
         step: &str,
@@ -81,10 +100,11 @@ impl Journal {
         object: &str,
         before: &Value,
         intended: &Value,
-        call: impl FnOnce() -> Fut,
-        reduce: impl Fn(&E) -> ApiFailure,
+        call: F,
     ) -> Result<Reply<T>, ApiFailure>
     where
+        E: ApiError,
+        F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Reply<T>, E>>,
     {
         let entry = self
@@ -93,14 +113,10 @@ impl Journal {
             .map_err(|e| {
                 ApiFailure::internal(format!("journal write failed, call not made: {e:#}"))
             })?;
-        // The call is only created here, after the intent is durable.
-        let result = call().await;
+        let result = call().await.map_err(|e| e.failure());
         let (ok, code, rid) = match &result {
             Ok(r) => (true, None, r.request_id.clone()),
-            Err(e) => {
-                let f = reduce(e);
-                (false, f.code, f.request_id)
-            }
+            Err(f) => (false, f.code.clone(), f.request_id.clone()),
         };
         if let Err(e) = self
             .store
@@ -110,62 +126,6 @@ impl Journal {
             // settled by re-sending on recovery, which is safe because every write is idempotent.
             tracing::error!(error = %format!("{e:#}"), entry, "journal outcome not recorded");
         }
-        result.map_err(|e| reduce(&e))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub async fn graph<T, F, Fut>(
-        &self,
-        run: RunId,
-        step: &str,
-        api: &str,
-        object: &str,
-        before: &Value,
-        intended: &Value,
-        call: F,
-    ) -> Result<Reply<T>, ApiFailure>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Reply<T>, GraphError>>,
-    {
-        self.write(
-            run,
-            step,
-            api,
-            object,
-            before,
-            intended,
-            call,
-            ApiFailure::from_graph,
-        )
-        .await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub async fn okta<T, F, Fut>(
-        &self,
-        run: RunId,
-        step: &str,
-        api: &str,
-        object: &str,
-        before: &Value,
-        intended: &Value,
-        call: F,
-    ) -> Result<Reply<T>, ApiFailure>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Reply<T>, OktaError>>,
-    {
-        self.write(
-            run,
-            step,
-            api,
-            object,
-            before,
-            intended,
-            call,
-            ApiFailure::from_okta,
-        )
-        .await
+        result
     }
 }

@@ -169,7 +169,7 @@ impl PauseManager {
         let label = super::report::StepKind::PauseProvisioning.label();
         let put = self
             .journal
-            .okta(
+            .write(
                 run,
                 &label,
                 "okta.put_feature",
@@ -277,7 +277,7 @@ impl PauseManager {
             let current = all_disabled(snapshot);
             let put = self
                 .journal
-                .okta(
+                .write(
                     run,
                     &label,
                     "okta.put_feature",
