@@ -63,10 +63,11 @@ fn journal_cost() {
     );
 }
 
-async fn recovery_time() {
+async fn recovery_time(latency: Duration) {
     let sb = Sandbox::start(SandboxOptions {
         ordinary_users: 100,
         okta_rate_limit: 100_000,
+        latency,
         ..SandboxOptions::default()
     })
     .await
@@ -124,7 +125,10 @@ async fn recovery_time() {
             )
         })
         .count();
-    println!("recovery on start with 100 interrupted runs (sandbox, no added latency):");
+    println!(
+        "recovery on start with 100 interrupted runs (sandbox, {} ms per API call):",
+        latency.as_millis()
+    );
     println!(
         "  {:.2} s to settle all ({repaired} completed by rolling forward)",
         took.as_secs_f64()
@@ -138,5 +142,6 @@ fn ms(d: Duration) -> f64 {
 #[tokio::main]
 async fn main() {
     journal_cost();
-    recovery_time().await;
+    recovery_time(Duration::ZERO).await;
+    recovery_time(Duration::from_millis(25)).await;
 }

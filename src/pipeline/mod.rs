@@ -175,9 +175,15 @@ impl Engine {
         &self,
         reporter_for: impl Fn(&Plan) -> Reporter,
     ) -> anyhow::Result<Vec<RunSummary>> {
+        use tracing::Instrument;
         let store = &self.inner.store;
         let mut settled = Vec::new();
-        for state in [APPROVED, "running"] {
+        // Interrupted runs first (they may hold the pause), then approved runs never started.
+        // All of a kind at once, unbounded on purpose: a run waiting for the next provisioning
+        // window must not hold a slot the runs holding the current one need to finish. The
+        // clients' pacing and in-flight caps keep the APIs within their limits.
+        for state in ["running", APPROVED] {
+            let mut tasks = tokio::task::JoinSet::new();
             for row in store.runs_in_state(state)? {
                 let Some(plan) = row
                     .plan
@@ -188,19 +194,23 @@ impl Engine {
                     continue;
                 };
                 let reporter = reporter_for(&plan);
-                if state == APPROVED {
-                    // Approved but never started: execute it now, exactly once.
-                    settled.push(self.execute(&plan, &reporter).await);
-                    continue;
-                }
                 let journal = store.journal(&row.id)?;
+                let engine = self.clone();
                 let span = tracing::info_span!("run", run = %plan.run.short(), target = %plan.upn, recovering = true);
-                use tracing::Instrument;
-                settled.push(
-                    execute::resume(&self.inner, &plan, &journal, &reporter)
-                        .instrument(span)
-                        .await,
+                tasks.spawn(
+                    async move {
+                        if state == APPROVED {
+                            // Approved but never started: execute it now, exactly once.
+                            engine.execute(&plan, &reporter).await
+                        } else {
+                            execute::resume(&engine.inner, &plan, &journal, &reporter).await
+                        }
+                    }
+                    .instrument(span),
                 );
+            }
+            while let Some(done) = tasks.join_next().await {
+                settled.push(done.map_err(|e| anyhow::anyhow!("a recovery task failed: {e}"))?);
             }
         }
         self.inner
