@@ -78,11 +78,8 @@ async fn readyz(State(ready): State<Readiness>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(ready): State<Readiness>) -> impl IntoResponse {
-    if let Ok(pending) = ready
-        .store
-        .runs_in_state(crate::pipeline::AWAITING_APPROVAL)
-    {
-        metrics().approvals_pending.set(pending.len() as i64);
+    if let Ok(pending) = ready.store.count_runs(crate::pipeline::AWAITING_APPROVAL) {
+        metrics().approvals_pending.set(pending as i64);
     }
     (
         [(

@@ -405,6 +405,18 @@ impl Store {
         .map(|o| o.flatten().map(parse_json))
     }
 
+    /// How many runs are in `state` (for metrics: no plan is read).
+    pub fn count_runs(&self, state: &str) -> anyhow::Result<u64> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM runs WHERE state = ?1",
+                params![state],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .map(|n| n as u64)
+    }
+
     pub fn runs_in_state(&self, state: &str) -> anyhow::Result<Vec<RunRow>> {
         self.with(|c| {
             let mut st = c.prepare(&format!(

@@ -117,14 +117,7 @@ impl TokenSource {
             .await;
         let res = match res {
             Ok(r) => r,
-            Err(e) => {
-                let error = if e.is_timeout() {
-                    GraphError::Timeout(timeout)
-                } else {
-                    GraphError::Transport(format!("token endpoint: {}", e.without_url()))
-                };
-                return Err(TokenFailure::Unavailable { error, after: None });
-            }
+            Err(e) => return Err(unreachable_endpoint(e, timeout)),
         };
         let status = res.status().as_u16();
         let after = res
@@ -134,14 +127,7 @@ impl TokenSource {
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
         let body = match res.bytes().await {
             Ok(b) => b,
-            Err(e) => {
-                let error = if e.is_timeout() {
-                    GraphError::Timeout(timeout)
-                } else {
-                    GraphError::Transport(format!("token endpoint: {}", e.without_url()))
-                };
-                return Err(TokenFailure::Unavailable { error, after: None });
-            }
+            Err(e) => return Err(unreachable_endpoint(e, timeout)),
         };
         tracing::debug!(
             method = "POST",
@@ -210,4 +196,15 @@ impl TokenSource {
             description.replace(secret, "[redacted]"),
         )
     }
+}
+
+/// A token request that got no usable answer; retried like any unavailable endpoint. The URL is
+/// dropped from the error so no query or form detail reaches a log.
+fn unreachable_endpoint(e: reqwest::Error, timeout: Duration) -> TokenFailure {
+    let error = if e.is_timeout() {
+        GraphError::Timeout(timeout)
+    } else {
+        GraphError::Transport(format!("token endpoint: {}", e.without_url()))
+    };
+    TokenFailure::Unavailable { error, after: None }
 }
