@@ -1,5 +1,5 @@
 //! Checks a REST request against Discord's own OpenAPI description
-//! (`../shared/specs/discord-openapi.json`): the route and method must exist, path parameters
+//! (vendored in `tests/specs/discord-openapi.json`): the route and method must exist, path parameters
 //! must fit their schemas, query parameters must be declared, and a JSON body must validate
 //! against the operation's request schema (a JSON Schema subset: `$ref`, `type`, `enum`,
 //! `const`, `properties`/`required`, `additionalProperties`, `items`, `oneOf`/`anyOf`/`allOf`,
@@ -27,10 +27,10 @@ pub struct Matched {
 }
 
 impl Spec {
-    /// Loads the spec from beside the repository (`../shared/specs/`), as CI lays it out.
+    /// Loads the vendored copy of the official spec (`tests/specs/`).
     pub fn load() -> Spec {
         let path =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/specs/discord-openapi.json");
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/specs/discord-openapi.json");
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("cannot read the Discord spec at {}: {e}", path.display()));
         let doc: Value = serde_json::from_str(&text).expect("the Discord spec is JSON");
