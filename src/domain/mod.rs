@@ -2,10 +2,12 @@
 
 mod ids;
 mod immutable_id;
+mod run_state;
 mod upn;
 
 pub use ids::{Actor, EntraObjectId, IdError, OktaUserId, RunId};
 pub use immutable_id::{ImmutableId, ImmutableIdError};
+pub use run_state::{RunState, UnknownRunState};
 pub use upn::{Upn, UpnError};
 
 /// Escape a value for use inside an OData string literal (`'…'`): a single quote is doubled.
