@@ -182,6 +182,7 @@ async fn serve(
         let okta = crate::directory::okta::OktaClient::new(config.okta_client_config()?)?;
         let store = crate::store::Store::open(&config.store.data_dir)?;
         crate::pipeline::Engine::new(graph, okta, store, config.repair.clone())
+            .observed_by(crate::ops::metrics::observer())
     };
     // Only one active instance may manage the Okta app; renewed until serve returns.
     let instance = engine.store().instance_name();

@@ -88,6 +88,10 @@ pub struct RepairPolicy {
     pub compensation_attempts: u32,
     #[serde(with = "millis")]
     pub compensation_backoff: Duration,
+    /// An approved run that had not started when the process stopped runs after a restart only
+    /// while it is younger than this (counted from its plan); older ones expire unexecuted.
+    #[serde(with = "millis")]
+    pub approved_run_max_age: Duration,
 }
 
 impl Default for RepairPolicy {
@@ -102,6 +106,7 @@ impl Default for RepairPolicy {
             pause_linger: Duration::from_secs(10),
             compensation_attempts: 8,
             compensation_backoff: Duration::from_millis(500),
+            approved_run_max_age: Duration::from_secs(30 * 60),
         }
     }
 }

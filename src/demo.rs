@@ -24,11 +24,11 @@ alice: /fix-immutable-id user:lynne@contoso.com reason:INC-4712
 # A managed-domain user: no UPN moves.
 carol: /fix-immutable-id user:alex@fabrikam.com
 bob: react ✅
-# A failure mid-pipeline: setting the ImmutableID fails, and the UPN move is undone.
-sandbox: fail graph.update_user 2 500 Service_InternalError
+# A refusal mid-pipeline: Graph refuses the new ImmutableID, and the UPN move is undone.
+sandbox: fail graph.update_user 2 403 Authorization_RequestDenied
 alice: /fix-immutable-id user:megan@contoso.com reason:INC-4713
 bob: react ✅
-# A failure on the Okta side after Entra changed: the run rolls forward.
+# No answer from Okta to the reassign: it may have happened, so it is sent again.
 sandbox: fail okta.assign 1 500 E0000009
 alice: /fix-immutable-id user:o'brien@contoso.com
 bob: react ✅
@@ -56,7 +56,8 @@ pub fn sandbox_engine(
     let store = Store::open(data_dir)?;
     let graph = GraphClient::new(sandbox.graph_config(config.http.clone()))?;
     let okta = OktaClient::new(sandbox.okta_config(config.http.clone()))?;
-    Ok(Engine::new(graph, okta, store, config.repair.clone()))
+    Ok(Engine::new(graph, okta, store, config.repair.clone())
+        .observed_by(crate::ops::metrics::observer()))
 }
 
 /// Runs `script` (or the built-in story) against a fresh sandbox and prints the final state.

@@ -446,7 +446,8 @@ pub async fn serve_stdin(config: &crate::config::Config) -> anyhow::Result<()> {
     let store = crate::store::Store::open(&config.store.data_dir)?;
     let graph = GraphClient::new(config.graph_client_config()?)?;
     let okta = OktaClient::new(config.okta_client_config()?)?;
-    let engine = Engine::new(graph, okta, store, config.repair.clone());
+    let engine = Engine::new(graph, okta, store, config.repair.clone())
+        .observed_by(crate::ops::metrics::observer());
     let instance = engine.store().instance_name();
     let _lease = engine.claim_okta_app(&instance, std::time::Duration::from_secs(60))?;
     let mut console = Console::new(

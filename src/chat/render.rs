@@ -3,9 +3,7 @@
 
 use crate::approval::Ignored;
 use crate::pipeline::plan::NewIdSource;
-use crate::pipeline::{
-    Phase, Plan, ProvisioningState, RunOutcome, RunSummary, StepKind, StepOutcome, StepReport,
-};
+use crate::pipeline::{Phase, Plan, RunOutcome, RunSummary, StepKind, StepOutcome, StepReport};
 use std::time::Duration;
 
 /// Text from a person, made safe to echo: no mentions, no code-fence escapes, bounded length.
@@ -133,26 +131,18 @@ pub fn step_line(r: &StepReport) -> String {
     }
 }
 
+/// The summary's last line. The engine's message already says what each system holds and how
+/// provisioning was left (computed once, from the journal and the final reads); this only adds
+/// the outcome's mark and the time.
 pub fn summary_line(s: &RunSummary) -> String {
     let secs = s.duration.as_secs_f64();
-    let prov = match &s.provisioning {
-        ProvisioningState::Untouched => "provisioning untouched".to_owned(),
-        ProvisioningState::Restored => "provisioning restored exactly as before".to_owned(),
-        ProvisioningState::HeldByOthers(n) => {
-            format!("provisioning still paused for {n} other run(s); the last restores it")
-        }
-        ProvisioningState::StillPaused => "PROVISIONING STILL PAUSED".to_owned(),
-    };
     match s.outcome {
         RunOutcome::Repaired | RunOutcome::RepairedAfterRollForward => {
-            format!("🎉 done in {secs:.1} s: {} ({prov})", s.message)
+            format!("🎉 done in {secs:.1} s: {}", s.message)
         }
-        RunOutcome::RolledBack => format!(
-            "↩ failed and rolled back in {secs:.1} s: {} ({prov})",
-            s.message
-        ),
-        RunOutcome::Diverged => format!("⚠ stopped in {secs:.1} s: {} ({prov})", s.message),
-        RunOutcome::NeedsAttention => format!("🚨 {} ({prov})", s.message),
+        RunOutcome::RolledBack => format!("↩ failed and rolled back in {secs:.1} s: {}", s.message),
+        RunOutcome::Diverged => format!("⚠ stopped in {secs:.1} s: {}", s.message),
+        RunOutcome::NeedsAttention => format!("🚨 {}", s.message),
         RunOutcome::Stale => format!("🔁 {}", s.message),
         RunOutcome::NotExecuted => format!("⛔ {}", s.message),
     }

@@ -153,3 +153,41 @@ mod tests {
         );
     }
 }
+
+/// Feeds the metrics from run events, so the pipeline need not know about them.
+pub struct MetricsObserver;
+
+impl crate::pipeline::RunObserver for MetricsObserver {
+    fn event(&self, event: &crate::pipeline::RunEvent) {
+        use crate::pipeline::{Phase, RunEvent};
+        let m = metrics();
+        match event {
+            RunEvent::Step(s) => {
+                let labels = StepLabels {
+                    step: s.step.number().to_string(),
+                    phase: format!("{:?}", s.phase),
+                    outcome: s.outcome.label().to_owned(),
+                };
+                m.step_seconds
+                    .get_or_create(&labels)
+                    .observe(s.duration.as_secs_f64());
+                if s.phase != Phase::Forward {
+                    m.compensations.get_or_create(&labels).inc();
+                }
+            }
+            RunEvent::Finished(s) => {
+                m.runs
+                    .get_or_create(&OutcomeLabels {
+                        outcome: s.outcome.state().to_owned(),
+                    })
+                    .inc();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The observer to give every engine.
+pub fn observer() -> std::sync::Arc<dyn crate::pipeline::RunObserver> {
+    std::sync::Arc::new(MetricsObserver)
+}

@@ -1,6 +1,7 @@
 //! Write-ahead journalling of every write: the intent is committed before the call is made, the
 //! outcome and request id after it.
 
+use super::outcome::{classify, Verdict};
 use crate::directory::graph::GraphError;
 use crate::directory::okta::OktaError;
 use crate::directory::Reply;
@@ -17,28 +18,36 @@ pub struct ApiFailure {
     pub code: Option<String>,
     pub message: String,
     pub request_id: Option<String>,
-    /// The service answered with a 4xx refusal, so the write certainly did not happen. Timeouts,
-    /// transport errors and 5xx leave the outcome unknown.
+    /// The HTTP status, when an answer arrived.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// The service refused (see [`super::outcome::classify`]), so the write certainly did not
+    /// happen. Timeouts, transport errors and 5xx leave the outcome unknown.
     pub definitive: bool,
 }
 
 impl ApiFailure {
-    pub fn from_graph(e: &GraphError) -> Self {
+    fn classified(
+        status: Option<u16>,
+        code: Option<&str>,
+        message: String,
+        request_id: Option<&str>,
+    ) -> Self {
         Self {
-            code: e.code().map(str::to_owned),
-            message: e.to_string(),
-            request_id: e.request_id().map(str::to_owned),
-            definitive: e.status().is_some_and(|s| (400..500).contains(&s)),
+            definitive: classify(status, code) == Verdict::Refused,
+            code: code.map(str::to_owned),
+            message,
+            request_id: request_id.map(str::to_owned),
+            status,
         }
     }
 
+    pub fn from_graph(e: &GraphError) -> Self {
+        Self::classified(e.status(), e.code(), e.to_string(), e.request_id())
+    }
+
     pub fn from_okta(e: &OktaError) -> Self {
-        Self {
-            code: e.code().map(str::to_owned),
-            message: e.to_string(),
-            request_id: e.request_id().map(str::to_owned),
-            definitive: e.status().is_some_and(|s| (400..500).contains(&s)),
-        }
+        Self::classified(e.status(), e.code(), e.to_string(), e.request_id())
     }
 
     pub fn internal(message: String) -> Self {
@@ -46,6 +55,7 @@ impl ApiFailure {
             code: None,
             message,
             request_id: None,
+            status: None,
             definitive: false,
         }
     }

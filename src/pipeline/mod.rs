@@ -1,12 +1,21 @@
-//! The repair engine: plan (read-only), then the nine steps with journalling and compensation.
+//! The repair engine: plan (read-only), then the step table run by one interpreter, with
+//! journalling and compensation, live and after a restart alike.
 
 pub mod capabilities;
+pub mod decide;
 mod execute;
 pub mod journal;
 pub mod locks;
+pub mod outcome;
 pub mod pause;
 pub mod plan;
 pub mod report;
+mod run;
+pub mod steps;
+pub mod summary;
+
+pub use execute::{read_plan, stored_plan, ENGINE_VERSION};
+pub use run::{CrashPoint, CrashPoints, RunObserver};
 
 pub use plan::{InputError, Plan, PlanError, Refusal, RepairMode, RepairRequest};
 pub use report::{
@@ -17,7 +26,7 @@ pub use report::{
 use crate::config::RepairPolicy;
 use crate::directory::graph::GraphClient;
 use crate::directory::okta::OktaClient;
-use crate::domain::RunId;
+use crate::domain::{RunId, RunState};
 use crate::store::{NewRun, Store, VoteKind};
 use locks::UserLocks;
 use pause::{PauseManager, PauseTiming};
@@ -34,6 +43,8 @@ pub(crate) struct Inner {
     pub(crate) policy: RepairPolicy,
     pub(crate) pause: Arc<PauseManager>,
     pub(crate) locks: UserLocks,
+    pub(crate) observers: Vec<Arc<dyn RunObserver>>,
+    pub(crate) crash: Option<Arc<dyn CrashPoints>>,
 }
 
 /// Cheap to clone; one per process, shared by every run.
@@ -59,7 +70,36 @@ impl Engine {
                 policy,
                 pause,
                 locks: UserLocks::default(),
+                observers: Vec::new(),
+                crash: None,
             }),
+        }
+    }
+
+    /// Adds an observer of every run's events (metrics, for one). Call before the engine is
+    /// cloned or used.
+    pub fn observed_by(mut self, observer: Arc<dyn RunObserver>) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.observers.push(observer),
+            None => tracing::error!("an observer was added to an engine already shared; ignored"),
+        }
+        self
+    }
+
+    /// Installs crash points (tests only: a frozen run stands for a killed process). Call before
+    /// the engine is cloned or used.
+    pub fn with_crash_points(mut self, crash: Arc<dyn CrashPoints>) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.crash = Some(crash),
+            None => tracing::error!("crash points were added to an engine already shared; ignored"),
+        }
+        self
+    }
+
+    fn emitter<'a>(&'a self, reporter: &'a Reporter) -> run::Emitter<'a> {
+        run::Emitter {
+            reporter,
+            observers: &self.inner.observers,
         }
     }
 
@@ -79,7 +119,7 @@ impl Engine {
     /// Graph or Okta.
     pub async fn plan(&self, req: &RepairRequest) -> Result<Plan, PlanError> {
         let plan = plan::make_plan(&self.inner, req).await?;
-        let json = serde_json::to_value(&plan).map_err(|e| PlanError::Internal(e.to_string()))?;
+        let json = stored_plan(&plan);
         self.inner
             .store
             .insert_run(&NewRun {
@@ -161,16 +201,21 @@ impl Engine {
         let rows = self.inner.store.runs_in_state(AWAITING_APPROVAL)?;
         Ok(rows
             .into_iter()
-            .filter_map(|r| {
-                let plan: Plan = serde_json::from_value(r.plan?).ok()?;
-                Some((plan, r.created_at_ms))
+            .filter_map(|r| match read_plan(r.plan.as_ref()?) {
+                Ok((_, plan)) => Some((plan, r.created_at_ms)),
+                Err(e) => {
+                    tracing::error!(run = %r.id, error = %e, "a plan awaiting approval cannot be read; it will expire");
+                    None
+                }
             })
             .collect())
     }
 
-    /// Settles every run the previous process died in — rolled forward from its journal, or its
-    /// interrupted rollback completed — then restores a provisioning pause nobody holds any more.
-    /// `reporter_for` gives each run's thread. Call once on start, before taking new work.
+    /// Settles every run the previous process died in, through the same interpreter that runs
+    /// live ones, then restores a provisioning pause nobody holds any more. Approved runs that
+    /// never started run once if they are still young enough, and expire otherwise. One run's
+    /// failure (even a panic) never stops the others, nor the pause settlement. `reporter_for`
+    /// gives each run's thread. Call once on start, before taking new work.
     pub async fn recover(
         &self,
         reporter_for: impl Fn(&Plan) -> Reporter,
@@ -182,43 +227,112 @@ impl Engine {
         // All of a kind at once, unbounded on purpose: a run waiting for the next provisioning
         // window must not hold a slot the runs holding the current one need to finish. The
         // clients' pacing and in-flight caps keep the APIs within their limits.
-        for state in ["running", APPROVED] {
+        for state in [RunState::Running, RunState::Approved] {
             let mut tasks = tokio::task::JoinSet::new();
-            for row in store.runs_in_state(state)? {
-                let Some(plan) = row
+            for row in store.runs_in_state(state.as_str())? {
+                let parsed = row
                     .plan
-                    .clone()
-                    .and_then(|p| serde_json::from_value::<Plan>(p).ok())
-                else {
-                    tracing::error!(run = %row.id, "interrupted run has no readable plan");
-                    continue;
+                    .as_ref()
+                    .ok_or_else(|| "no plan was stored".to_owned())
+                    .and_then(read_plan);
+                let (version, plan) = match parsed {
+                    Ok(p) => p,
+                    Err(why) => {
+                        settled.push(self.unreadable(&row, &why));
+                        continue;
+                    }
                 };
                 let reporter = reporter_for(&plan);
-                let journal = store.journal(&row.id)?;
                 let engine = self.clone();
+                let created = row.created_at_ms;
                 let span = tracing::info_span!("run", run = %plan.run.short(), target = %plan.upn, recovering = true);
                 tasks.spawn(
                     async move {
-                        if state == APPROVED {
-                            // Approved but never started: execute it now, exactly once.
-                            engine.execute(&plan, &reporter).await
-                        } else {
-                            execute::resume(&engine.inner, &plan, &journal, &reporter).await
+                        let emit = engine.emitter(&reporter);
+                        match state {
+                            RunState::Running => {
+                                execute::resume(&engine.inner, &plan, version, &emit).await
+                            }
+                            _ if execute::approved_still_fresh(&engine.inner, created) => {
+                                execute::execute(&engine.inner, &plan, &emit).await
+                            }
+                            _ => engine.expire_approved(&plan, &emit),
                         }
                     }
                     .instrument(span),
                 );
             }
             while let Some(done) = tasks.join_next().await {
-                settled.push(done.map_err(|e| anyhow::anyhow!("a recovery task failed: {e}"))?);
+                match done {
+                    Ok(s) => settled.push(s),
+                    Err(e) => {
+                        tracing::error!(error = %e, "a recovery task failed; the others go on")
+                    }
+                }
             }
         }
-        self.inner
-            .pause
-            .settle_orphans()
-            .await
-            .map_err(|e| anyhow::anyhow!("restoring an orphaned provisioning pause failed: {e}"))?;
+        if let Err(e) = self.inner.pause.settle_orphans().await {
+            tracing::error!(error = %e, "restoring an orphaned provisioning pause failed");
+        }
         Ok(settled)
+    }
+
+    /// An approved run too old to run after a restart: expired, and the thread says why.
+    fn expire_approved(&self, plan: &Plan, emit: &run::Emitter<'_>) -> RunSummary {
+        let moved = self.inner.store.transition_run_audited(
+            &plan.run.to_string(),
+            &[RunState::Approved.as_str()],
+            RunState::Expired.as_str(),
+            None,
+            &serde_json::json!({"reason": "approved but not started before a restart, and older than repair.approved_run_max_age"}),
+        );
+        let summary = RunSummary {
+            run: plan.run,
+            upn: plan.upn.to_string(),
+            outcome: RunOutcome::NotExecuted,
+            entra_immutable_id: plan.entra_immutable_id_before.clone(),
+            okta_immutable_id: plan.okta_immutable_id_before().map(str::to_owned),
+            provisioning: ProvisioningState::Untouched,
+            failed_step: None,
+            message: format!(
+                "the run was approved but had not started when the bot stopped, and it is now older than {} min; nothing was done. Run the command again for a new plan.",
+                self.inner.policy.approved_run_max_age.as_secs() / 60
+            ),
+            duration: std::time::Duration::ZERO,
+        };
+        if let Err(e) = moved {
+            tracing::error!(run = %plan.run, error = %format!("{e:#}"), "could not expire an approved run");
+        }
+        emit.send(RunEvent::Finished(summary.clone()));
+        summary
+    }
+
+    /// A stored run whose plan this version cannot read: handed to a person, loudly.
+    fn unreadable(&self, row: &crate::store::RunRow, why: &str) -> RunSummary {
+        let message = format!(
+            "ACTION NEEDED: run {} for {} was interrupted, and this version cannot read its plan ({why}). Check the user: its UPN must be {} and its ImmutableID one value in Entra and Okta; check that Okta provisioning for the Office 365 app is on as before.",
+            row.id, row.upn, row.upn
+        );
+        tracing::error!(run = %row.id, %why, "a stored run cannot be settled automatically");
+        let summary = serde_json::json!({"outcome": "NeedsAttention", "message": message});
+        if let Err(e) =
+            self.inner
+                .store
+                .set_run_summary(&row.id, RunState::NeedsAttention.as_str(), &summary)
+        {
+            tracing::error!(run = %row.id, error = %format!("{e:#}"), "could not store the hand-over");
+        }
+        RunSummary {
+            run: RunId::parse(&row.id).unwrap_or_else(|_| RunId::new()),
+            upn: row.upn.clone(),
+            outcome: RunOutcome::NeedsAttention,
+            entra_immutable_id: None,
+            okta_immutable_id: None,
+            provisioning: ProvisioningState::Untouched,
+            failed_step: None,
+            message,
+            duration: std::time::Duration::ZERO,
+        }
     }
 
     /// Takes the lease that makes this instance the only one managing the Okta app, and renews
@@ -280,7 +394,8 @@ impl Engine {
     pub async fn execute(&self, plan: &Plan, reporter: &Reporter) -> RunSummary {
         use tracing::Instrument;
         let span = tracing::info_span!("run", run = %plan.run.short(), target = %plan.upn);
-        execute::execute(&self.inner, plan, reporter)
+        let emit = self.emitter(reporter);
+        execute::execute(&self.inner, plan, &emit)
             .instrument(span)
             .await
     }

@@ -83,6 +83,11 @@ CREATE TABLE leases (
     expires_at_ms   INTEGER NOT NULL
 );
 "#,
+    // The step engine: what each call answered, so a restarted run decides from the journal
+    // alone. Older rows have none and are read as an older version's.
+    r#"
+ALTER TABLE journal ADD COLUMN result_json TEXT;
+"#,
 ];
 
 /// The schema as the first release created it, for upgrade tests.

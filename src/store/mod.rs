@@ -3,6 +3,7 @@
 
 mod audit;
 mod migrations;
+mod records;
 
 use anyhow::Context;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -10,6 +11,8 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use records::StepRow;
 
 pub use audit::{AuditRecord, Verification};
 pub use migrations::{SCHEMA_VERSION, V1_SCHEMA};

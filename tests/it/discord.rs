@@ -202,7 +202,9 @@ impl Rig {
     /// The stored plan of a run, by its short id.
     fn stored_plan(&self, run: &str) -> Plan {
         let row = &self.env.engine.store().runs_by_prefix(run).unwrap()[0];
-        serde_json::from_value(row.plan.clone().expect("a plan")).expect("a plan")
+        o365_fixbot::pipeline::read_plan(row.plan.as_ref().expect("a plan"))
+            .expect("a plan")
+            .1
     }
 
     fn state_of(&self, run: &str) -> String {
@@ -552,20 +554,25 @@ async fn a_failure_mid_pipeline_shows_the_step_the_code_and_each_compensation() 
         nth: 2,
         times: 1,
         action: FaultAction::Error {
-            status: 500,
-            code: "Service_InternalError".into(),
+            status: 403,
+            code: "Authorization_RequestDenied".into(),
             message: "injected".into(),
         },
     });
     rig.fake.react(&bob(), CHANNEL, plan, "✅");
     let summary = rig.fake.wait_text(plan, "failed and rolled back", T).await;
-    assert!(summary.contains("provisioning untouched"), "{summary}");
+    // The pause opens alongside the Entra half; a refusal there closes it again untouched.
+    assert!(
+        summary.contains("provisioning was paused and restored exactly as before")
+            || summary.contains("provisioning was not paused"),
+        "{summary}"
+    );
     let thread = rig.thread(plan);
     let failed = thread
         .iter()
         .find(|t| t.starts_with("❌ 2/9"))
         .unwrap_or_else(|| panic!("no failed step: {thread:#?}"));
-    assert!(failed.contains("[Service_InternalError]"), "{failed}");
+    assert!(failed.contains("[Authorization_RequestDenied]"), "{failed}");
     assert!(
         thread.iter().any(|t| t.contains("↩ undo")),
         "compensations shown: {thread:#?}"

@@ -25,6 +25,7 @@ pub fn test_policy() -> RepairPolicy {
         pause_linger: Duration::from_secs(3),
         compensation_attempts: 3,
         compensation_backoff: Duration::from_millis(10),
+        ..RepairPolicy::default()
     }
 }
 
@@ -38,7 +39,8 @@ pub async fn env_with(opts: SandboxOptions, policy: RepairPolicy) -> Env {
     let sb = sandbox_with(opts).await;
     let dir = std::env::temp_dir().join(format!("fixbot-it-{}", uuid::Uuid::new_v4().simple()));
     let store = Store::open(&dir).expect("store opens");
-    let engine = Engine::new(graph(&sb), okta(&sb), store, policy);
+    let engine = Engine::new(graph(&sb), okta(&sb), store, policy)
+        .observed_by(o365_fixbot::ops::metrics::observer());
     let initial_caps = sb.provisioning_capabilities();
     Env {
         sb,
@@ -102,9 +104,16 @@ fn assert_invariants(env: &Env, plan: &Plan, summary: &RunSummary) {
         .sb
         .entra_user(plan.entra_id.as_str())
         .expect("entra user");
+    // The temporary UPN is a last resort, and only when the summary says exactly where the user
+    // is and what to send.
+    let on_original = user
+        .user_principal_name
+        .eq_ignore_ascii_case(plan.upn.as_str());
     assert!(
-        user.user_principal_name
-            .eq_ignore_ascii_case(plan.upn.as_str()),
+        on_original
+            || (summary.outcome == RunOutcome::NeedsAttention
+                && summary.message.contains(&user.user_principal_name)
+                && summary.message.contains("PATCH /users/")),
         "user left on {}: {summary:?}",
         user.user_principal_name
     );
@@ -180,11 +189,13 @@ async fn repairs_a_federated_user_without_an_immutable_id() {
             assert_eq!(app.profile.get(k), Some(v), "profile field {k} lost");
         }
     }
-    let done: Vec<_> = steps(&events)
+    // The pause opens alongside the Entra half, so step 5 may be told before steps 2–4.
+    let mut done: Vec<_> = steps(&events)
         .into_iter()
         .filter(|(_, _, o)| *o == StepOutcome::Done)
         .map(|(k, _, _)| k.number())
         .collect();
+    done.sort_unstable();
     assert_eq!(done, (1..=9).collect::<Vec<u8>>());
     assert_eq!(s.provisioning, ProvisioningState::Restored);
     assert_eq!(
@@ -421,11 +432,16 @@ struct Case {
     outcome: RunOutcome,
 }
 
+/// One hand-picked fault per step, with the outcome the step table gives it: a refusal changes
+/// nothing and is compensated at once; an unknown outcome is re-sent (every write is idempotent)
+/// and completes the run forward. The model test in `engine_model` covers every combination.
 fn fault_cases(had_id: bool) -> Vec<Case> {
-    let entra_fail = if had_id {
+    let step2_refused = if had_id {
         RunOutcome::RolledBack
     } else {
-        RunOutcome::RepairedAfterRollForward
+        // No value to go back to, and Graph refuses a federated UPN without one: the user stays on
+        // the initial domain, said loudly.
+        RunOutcome::NeedsAttention
     };
     vec![
         Case {
@@ -436,22 +452,28 @@ fn fault_cases(had_id: bool) -> Vec<Case> {
         Case {
             name: "step 1 unknown",
             fault: fail("graph.update_user", 1, 1, 500, "Service_InternalError"),
-            outcome: entra_fail,
+            outcome: RunOutcome::RepairedAfterRollForward,
         },
         Case {
-            name: "step 2",
+            name: "step 2 unknown",
             fault: fail("graph.update_user", 2, 1, 500, "Service_InternalError"),
-            outcome: entra_fail,
+            outcome: RunOutcome::RepairedAfterRollForward,
         },
         Case {
             name: "step 2 refused",
-            fault: fail("graph.update_user", 2, 1, 400, "Request_BadRequest"),
-            outcome: entra_fail,
+            fault: fail(
+                "graph.update_user",
+                2,
+                1,
+                403,
+                "Authorization_RequestDenied",
+            ),
+            outcome: step2_refused,
         },
         Case {
-            name: "step 3",
-            fault: fail("graph.update_user", 3, 1, 500, "Service_InternalError"),
-            outcome: entra_fail,
+            name: "step 2 unknown twice",
+            fault: fail("graph.update_user", 2, 2, 500, "Service_InternalError"),
+            outcome: RunOutcome::RepairedAfterRollForward,
         },
         // The stale check reads first (call 1); the verify reads are calls 2–4.
         Case {
@@ -460,12 +482,7 @@ fn fault_cases(had_id: bool) -> Vec<Case> {
             outcome: RunOutcome::Repaired,
         },
         Case {
-            name: "step 5 snapshot",
-            fault: fail("okta.get_feature", 1, 1, 500, "E0000009"),
-            outcome: RunOutcome::Diverged,
-        },
-        Case {
-            name: "step 5 pause",
+            name: "step 5 pause refused",
             fault: fail("okta.put_feature", 1, 1, 400, "E0000001"),
             outcome: RunOutcome::Diverged,
         },
@@ -484,16 +501,11 @@ fn fault_cases(had_id: bool) -> Vec<Case> {
             fault: fail("okta.assign", 1, 1, 500, "E0000009"),
             outcome: RunOutcome::RepairedAfterRollForward,
         },
-        // The new value is refused every time (1 forward + 3 roll-forward): the saved profile goes back.
+        // Okta refuses the new value: a refusal is not re-sent; the saved profile goes back.
         Case {
             name: "step 7 refused",
-            fault: fail("okta.assign", 1, 4, 400, "E0000001"),
+            fault: fail("okta.assign", 1, 1, 400, "E0000001"),
             outcome: RunOutcome::Diverged,
-        },
-        Case {
-            name: "step 8 reads fail",
-            fault: fail("okta.get_app_user", 2, 3, 500, "E0000009"),
-            outcome: RunOutcome::Repaired,
         },
         Case {
             name: "step 9 restore once",
