@@ -83,6 +83,10 @@ CREATE TABLE leases (
     expires_at_ms   INTEGER NOT NULL
 );
 "#,
+    // A pause whose restore has begun must never be joined again, also after a restart.
+    r#"
+ALTER TABLE provisioning_pause ADD COLUMN restoring_since_ms INTEGER;
+"#,
 ];
 
 /// The schema as the first release created it, for upgrade tests.
