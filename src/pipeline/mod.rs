@@ -60,6 +60,7 @@ impl Engine {
             linger: policy.pause_linger,
             restore_attempts: policy.compensation_attempts.max(3) * 2,
             restore_backoff: policy.compensation_backoff,
+            pause_attempts: policy.compensation_attempts.max(1),
         };
         let pause = PauseManager::new(okta.clone(), store.clone(), timing);
         Self {

@@ -1067,6 +1067,8 @@ fn pause_code(e: &PauseError) -> &'static str {
         PauseError::WaitedTooLong(_) => "WaitedTooLong",
         PauseError::RestoreFailed(_) => "RestoreFailed",
         PauseError::Store(_) => "Store",
+        PauseError::AlreadyPaused => "AlreadyPaused",
+        PauseError::RestorePending { .. } => "RestorePending",
     }
 }
 

@@ -84,9 +84,11 @@ CREATE TABLE leases (
 );
 "#,
     // The step engine: what each call answered, so a restarted run decides from the journal
-    // alone. Older rows have none and are read as an older version's.
+    // alone (older rows have none and are read as an older version's); and a pause whose
+    // restore has begun must never be joined again, also after a restart.
     r#"
 ALTER TABLE journal ADD COLUMN result_json TEXT;
+ALTER TABLE provisioning_pause ADD COLUMN restoring_since_ms INTEGER;
 "#,
 ];
 

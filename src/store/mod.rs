@@ -114,6 +114,8 @@ pub struct PauseRow {
     pub snapshot: Value,
     pub started_at_ms: i64,
     pub holders: Vec<String>,
+    /// Set once the last holder has gone and restoring began: the window is closed to joins.
+    pub restoring_since_ms: Option<i64>,
 }
 
 impl Store {
@@ -651,12 +653,19 @@ impl Store {
         self.with(|c| {
             let row = c
                 .query_row(
-                    "SELECT snapshot_json, started_at_ms FROM provisioning_pause WHERE app_id = ?1",
+                    "SELECT snapshot_json, started_at_ms, restoring_since_ms
+                     FROM provisioning_pause WHERE app_id = ?1",
                     params![app_id],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, Option<i64>>(2)?,
+                        ))
+                    },
                 )
                 .optional()?;
-            let Some((snapshot, started_at_ms)) = row else {
+            let Some((snapshot, started_at_ms, restoring_since_ms)) = row else {
                 return Ok(None);
             };
             let mut st = c.prepare(
@@ -670,6 +679,7 @@ impl Store {
                 snapshot: parse_json(snapshot),
                 started_at_ms,
                 holders,
+                restoring_since_ms,
             }))
         })
     }
@@ -720,6 +730,19 @@ impl Store {
             )
             .map(|n| n as usize)
         })
+    }
+
+    /// Closes the pause to joins: restoring has begun. Kept until [`Store::pause_end`].
+    pub fn pause_mark_restoring(&self, app_id: &str) -> anyhow::Result<()> {
+        let now = now_ms();
+        self.with(|c| {
+            c.execute(
+                "UPDATE provisioning_pause SET restoring_since_ms = COALESCE(restoring_since_ms, ?2)
+                 WHERE app_id = ?1",
+                params![app_id, now],
+            )
+        })?;
+        Ok(())
     }
 
     /// Forgets the pause once provisioning is restored (read back and compared).
@@ -1031,7 +1054,17 @@ mod tests {
         let p = s.pause("app").unwrap().unwrap();
         assert_eq!(p.holders, vec!["r1".to_string(), "r2".to_string()]);
         assert_eq!(p.snapshot, json!({"create":{}}));
+        assert_eq!(p.restoring_since_ms, None);
         assert_eq!(s.pause_leave("app", "r1").unwrap(), 1);
+        s.pause_mark_restoring("app").unwrap();
+        drop(s);
+        let s = Store::open(&dir).unwrap();
+        assert!(s
+            .pause("app")
+            .unwrap()
+            .unwrap()
+            .restoring_since_ms
+            .is_some());
         s.pause_end("app").unwrap();
         assert!(s.pause("app").unwrap().is_none());
     }

@@ -7,6 +7,7 @@ mod discord;
 mod fake_discord;
 mod harness;
 mod ops;
+mod pause;
 mod pipeline;
 mod recovery;
 mod sandbox_rules;

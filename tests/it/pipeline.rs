@@ -481,6 +481,17 @@ fn fault_cases(had_id: bool) -> Vec<Case> {
             fault: fail("graph.get_user", 2, 3, 500, "Service_InternalError"),
             outcome: RunOutcome::Repaired,
         },
+        // A read whose answer was lost is read again, within the pause's budget (3 here).
+        Case {
+            name: "step 5 snapshot once",
+            fault: fail("okta.get_feature", 1, 1, 500, "E0000009"),
+            outcome: RunOutcome::Repaired,
+        },
+        Case {
+            name: "step 5 snapshot",
+            fault: fail("okta.get_feature", 1, 3, 500, "E0000009"),
+            outcome: RunOutcome::Diverged,
+        },
         Case {
             name: "step 5 pause refused",
             fault: fail("okta.put_feature", 1, 1, 400, "E0000001"),
