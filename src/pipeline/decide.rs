@@ -273,10 +273,39 @@ fn entra_lane(s: &Shape, v: &View) -> Move<EntraEnd> {
             EntraEnd::Stranded(Stranding::IdUnknown { id_to_send })
         }
     };
+    // Graph refuses an ImmutableID on a user whose UPN is in a federated domain. After a PATCH
+    // that may have moved the UPN back (an unknown step 2 or undo), re-sending it as it was
+    // would be refused; the move to the initial domain goes first again ("settle"), which is
+    // correct from any point of steps 1–3.
+    let move_first = |v: &View| -> Option<Move<EntraEnd>> {
+        let temp = s.temporary_upn.as_ref()?;
+        let last_back = v.recs.iter().rposition(|r| {
+            matches!(r.label, Label::SetId | Label::UndoEntra) && r.verdict != Verdict::Refused
+        })?;
+        let after = &v.recs[last_back + 1..];
+        match View::last_in(after, Label::UpnToTemporary) {
+            Some(r) if r.verdict == Verdict::Ok => None,
+            Some(r) if r.verdict == Verdict::Refused => Some(Move::Done(stranded(s))),
+            _ => {
+                let tries = View::tries_in(after, Label::UpnToTemporary);
+                if tries < s.budget {
+                    Some(act(Label::UpnToTemporary, tries, patch(Some(temp), None)))
+                } else {
+                    Some(Move::Done(stranded(s)))
+                }
+            }
+        }
+    };
 
     // Compensating: only the undo is left, re-sent within the budget.
     if let Some(u) = v.last(Label::UndoEntra) {
         return match u.verdict {
+            // Back on the original UPN; an earlier unknown step 2 may have set the value.
+            Verdict::Ok if s.id_before.is_none() && maybe_set(v) => {
+                Move::Done(EntraEnd::Stranded(Stranding::IdUnknown {
+                    id_to_send: new_id.clone(),
+                }))
+            }
             Verdict::Ok if s.id_before.is_none() => Move::Done(EntraEnd::BackWithoutId),
             Verdict::Ok => Move::Done(EntraEnd::RolledBack),
             Verdict::Refused => {
@@ -297,16 +326,25 @@ fn entra_lane(s: &Shape, v: &View) -> Move<EntraEnd> {
             }
             Verdict::Unknown => {
                 let tries = View::tries_in(v.recs, Label::UndoEntra);
-                if tries < s.budget {
-                    act(Label::UndoEntra, tries, u_op(&u.intended))
-                } else {
-                    Move::Done(stranded(s))
+                if tries >= s.budget {
+                    return Move::Done(stranded(s));
                 }
+                let op = u_op(&u.intended);
+                let carries_id =
+                    matches!(&op, Op::Patch(p) if p.on_premises_immutable_id.is_some());
+                if carries_id {
+                    if let Some(m) = move_first(v) {
+                        return m;
+                    }
+                }
+                act(Label::UndoEntra, tries, op)
             }
         };
     }
 
-    if let Some(temp) = &s.temporary_upn {
+    // Step 1, until step 2 is first sent.
+    let set_sent = v.last(Label::SetId).is_some();
+    if let (Some(temp), false) = (&s.temporary_upn, set_sent) {
         match v.last(Label::UpnToTemporary) {
             None => return act(Label::UpnToTemporary, 0, patch(Some(temp), None)),
             Some(r) => match r.verdict {
@@ -338,16 +376,24 @@ fn entra_lane(s: &Shape, v: &View) -> Move<EntraEnd> {
             Verdict::Unknown => {
                 let tries = View::tries_in(since_draw, Label::SetId);
                 if tries < s.budget {
+                    if let Some(m) = move_first(v) {
+                        return m;
+                    }
                     return act(Label::SetId, tries, set_id(&new_id));
                 }
                 debug_assert_eq!(Label::SetId.spec().on_unknown, OnUnknown::Compensate);
                 return match &s.id_before {
                     // The old value may have been replaced: put it back with the UPN.
-                    Some(old) => act(
-                        Label::UndoEntra,
-                        0,
-                        patch(s.federated().then_some(s.upn.as_str()), Some(old)),
-                    ),
+                    Some(old) => {
+                        if let Some(m) = move_first(v) {
+                            return m;
+                        }
+                        act(
+                            Label::UndoEntra,
+                            0,
+                            patch(s.federated().then_some(s.upn.as_str()), Some(old)),
+                        )
+                    }
                     // Graph cannot clear an ImmutableID: nothing safe is left to send.
                     None => Move::Done(stranded(s)),
                 };
@@ -360,34 +406,31 @@ fn entra_lane(s: &Shape, v: &View) -> Move<EntraEnd> {
                 }
                 if s.id_before.is_none() {
                     // The refusal may be a value taken meanwhile: look once, by a read.
+                    let draw = Op::DrawId {
+                        current: new_id.clone(),
+                    };
                     match v.last(Label::DrawId) {
-                        None => {
-                            return act(
-                                Label::DrawId,
-                                0,
-                                Op::DrawId {
-                                    current: new_id.clone(),
-                                },
-                            )
-                        }
+                        None => return act(Label::DrawId, 0, draw),
                         Some(d) if d.verdict != Verdict::Ok => {
                             let tries = View::tries_in(v.recs, Label::DrawId);
                             if tries < s.budget {
-                                return act(
-                                    Label::DrawId,
-                                    tries,
-                                    Op::DrawId {
-                                        current: new_id.clone(),
-                                    },
-                                );
+                                return act(Label::DrawId, tries, draw);
                             }
                         }
                         Some(_) => {}
                     }
                 }
-                // The ImmutableID did not change; the UPN is on the initial domain. For a user
-                // without one Graph may refuse the move back: then the summary says so loudly.
-                return act(Label::UndoEntra, 0, patch(Some(&s.upn), None));
+                // This send changed nothing; the UPN is on the initial domain. An earlier send
+                // whose outcome was unknown may have set the value: where a previous value
+                // exists it goes back too. For a user without one Graph may refuse the move
+                // back: then the summary says so loudly.
+                let old = s.id_before.as_deref().filter(|_| maybe_set(v));
+                if old.is_some() {
+                    if let Some(m) = move_first(v) {
+                        return m;
+                    }
+                }
+                return act(Label::UndoEntra, 0, patch(Some(&s.upn), old));
             }
         },
     }
@@ -407,6 +450,13 @@ fn entra_lane(s: &Shape, v: &View) -> Move<EntraEnd> {
             _ => act(Label::VerifyEntra, 0, Op::VerifyEntra { want: new_id }),
         },
     }
+}
+
+/// Whether a step 2 whose outcome is unknown may have set the new value.
+fn maybe_set(v: &View) -> bool {
+    v.recs
+        .iter()
+        .any(|r| r.label == Label::SetId && r.verdict == Verdict::Unknown)
 }
 
 fn u_op(intended: &Value) -> Op {

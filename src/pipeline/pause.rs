@@ -112,6 +112,10 @@ struct Memory {
     /// Runs executing their Entra half that will join soon.
     expected: HashSet<RunId>,
     status: PauseStatus,
+    /// This process has seen the stored window's pause PUT answered and read back as all off.
+    /// A window an earlier process stored may never have reached Okta (it died between storing
+    /// the snapshot and the PUT), so the first join after a restart sends the PUT again.
+    confirmed: bool,
 }
 
 /// What a join decided under the lock.
@@ -121,6 +125,9 @@ enum JoinStep {
     Open,
     /// A window nobody may join any more must be closed first (status is `Restoring`).
     Close(Value),
+    /// A window stored by an earlier process: pause again (idempotent) before anyone relies on
+    /// it (status is `Opening`).
+    Reconfirm(Value),
     Wait,
 }
 
@@ -215,6 +222,7 @@ impl PauseManager {
                     self.restore(run, &snapshot).await?;
                     continue;
                 }
+                JoinStep::Reconfirm(snapshot) => return self.reconfirm(run, snapshot).await,
                 JoinStep::Wait => {}
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -245,6 +253,27 @@ impl PauseManager {
             self.mark_restoring(mem);
             return Ok(JoinStep::Close(p.snapshot));
         }
+        let holder = p.holders.contains(&run.to_string());
+        if !mem.confirmed && p.holders.is_empty() {
+            // Stored by an earlier process and held by nobody: close it, then open a new one.
+            self.mark_restoring(mem);
+            return Ok(JoinStep::Close(p.snapshot));
+        }
+        if !mem.confirmed {
+            self.store
+                .pause_join(self.app(), &run.to_string())
+                .map_err(store_err)?;
+            mem.expected.remove(&run);
+            self.set_status(mem, PauseStatus::Opening);
+            return Ok(JoinStep::Reconfirm(p.snapshot));
+        }
+        if holder {
+            // A run settled after a restart already holds this window, however old it is.
+            return Ok(JoinStep::Joined(Joined {
+                first: false,
+                snapshot: p.snapshot,
+            }));
+        }
         let age = Duration::from_millis((now_ms() - p.started_at_ms).max(0) as u64);
         if age < self.timing.join_window {
             self.store
@@ -270,6 +299,7 @@ impl PauseManager {
         let mut mem = self.lock.lock().await;
         match opened {
             Opened::Paused(snapshot) => {
+                mem.confirmed = true;
                 self.set_status(&mut mem, PauseStatus::Steady);
                 Ok(Joined {
                     first: true,
@@ -284,6 +314,60 @@ impl PauseManager {
                 if let Err(se) = self.store.pause_leave(self.app(), &run.to_string()) {
                     tracing::error!(error = %format!("{se:#}"), "could not drop the failed opener from the pause");
                 }
+                self.mark_restoring(&mut mem);
+                drop(mem);
+                self.restore(run, &snapshot).await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends the pause of a stored window again and reads it back: re-sending an all-off PUT
+    /// is idempotent, and a window whose PUT never reached Okta is paused only now.
+    async fn reconfirm(&self, run: RunId, snapshot: Value) -> Result<Joined, PauseError> {
+        let off = all_disabled(&snapshot);
+        let label = StepKind::PauseProvisioning.label();
+        let put = self
+            .retry_unknown("pausing provisioning again after a restart", || {
+                self.journal.write(
+                    run,
+                    &label,
+                    "okta.put_feature",
+                    self.app(),
+                    &snapshot,
+                    &off,
+                    || self.okta.set_provisioning(&off),
+                )
+            })
+            .await;
+        let result = match put {
+            Err(f) => Err(PauseError::Api(f)),
+            Ok(_) => match self.read_capabilities().await {
+                Ok(now) if is_all_disabled(&now) && !deactivate_enabled(&now) => Ok(()),
+                Ok(now) => Err(PauseError::NotPaused(describe(&now))),
+                Err(f) => Err(PauseError::Api(f)),
+            },
+        };
+        let mut mem = self.lock.lock().await;
+        match result {
+            Ok(()) => {
+                mem.confirmed = true;
+                self.set_status(&mut mem, PauseStatus::Steady);
+                Ok(Joined {
+                    first: false,
+                    snapshot,
+                })
+            }
+            Err(e) => {
+                let remaining = self
+                    .store
+                    .pause_leave(self.app(), &run.to_string())
+                    .map_err(store_err)?;
+                if remaining > 0 {
+                    self.set_status(&mut mem, PauseStatus::Steady);
+                    return Err(e);
+                }
+                // Nobody else holds it: provisioning may be half paused, so restore it.
                 self.mark_restoring(&mut mem);
                 drop(mem);
                 self.restore(run, &snapshot).await?;
