@@ -90,10 +90,11 @@ pub(crate) async fn execute(ctx: &Inner, plan: &Plan, reporter: &Reporter) -> Ru
         }
     };
     // The single atomic state change that makes execution happen at most once per run.
-    match ctx
-        .store
-        .transition_run(&run.to_string(), &["approved"], "running")
-    {
+    match ctx.store.transition_run(
+        &run.to_string(),
+        &[crate::domain::RunState::Approved],
+        crate::domain::RunState::Running,
+    ) {
         Ok(true) => {}
         Ok(false) => {
             let s = not_executed(
@@ -139,7 +140,7 @@ fn conclude(ctx: &Inner, summary: RunSummary, reporter: &Reporter) -> RunSummary
     crate::ops::metrics::metrics()
         .runs
         .get_or_create(&crate::ops::metrics::OutcomeLabels {
-            outcome: summary.outcome.state().to_owned(),
+            outcome: summary.outcome.state().as_str().to_owned(),
         })
         .inc();
     let record = serde_json::to_value(&summary).unwrap_or(Value::Null);

@@ -17,15 +17,11 @@ pub use report::{
 use crate::config::RepairPolicy;
 use crate::directory::graph::GraphClient;
 use crate::directory::okta::OktaClient;
-use crate::domain::RunId;
+use crate::domain::{RunId, RunState};
 use crate::store::{NewRun, Store, VoteKind};
 use locks::UserLocks;
 use pause::{PauseManager, PauseTiming};
 use std::sync::Arc;
-
-/// Run states in the store before execution.
-pub const AWAITING_APPROVAL: &str = "awaiting_approval";
-pub const APPROVED: &str = "approved";
 
 pub(crate) struct Inner {
     pub(crate) graph: GraphClient,
@@ -87,7 +83,7 @@ impl Engine {
                 requester_id: &plan.requester.id,
                 requester_name: &plan.requester.name,
                 upn: plan.upn.as_str(),
-                state: AWAITING_APPROVAL,
+                state: RunState::AwaitingApproval,
                 plan: Some(&json),
                 fingerprint: Some(&plan.fingerprint),
             })
@@ -101,8 +97,8 @@ impl Engine {
     pub fn mark_approved(&self, run: RunId) -> anyhow::Result<bool> {
         self.inner.store.transition_run_audited(
             &run.to_string(),
-            &[AWAITING_APPROVAL],
-            APPROVED,
+            &[RunState::AwaitingApproval],
+            RunState::Approved,
             None,
             &serde_json::json!({}),
         )
@@ -130,10 +126,10 @@ impl Engine {
     }
 
     /// Moves a run that never executed to a final state (`rejected`, `expired`, `cancelled`).
-    pub fn close_unexecuted(&self, run: RunId, state: &str) -> anyhow::Result<bool> {
+    pub fn close_unexecuted(&self, run: RunId, state: RunState) -> anyhow::Result<bool> {
         self.inner.store.transition_run_audited(
             &run.to_string(),
-            &[AWAITING_APPROVAL, APPROVED],
+            &[RunState::AwaitingApproval, RunState::Approved],
             state,
             None,
             &serde_json::json!({}),
@@ -144,12 +140,12 @@ impl Engine {
     pub fn close_unexecuted_by(
         &self,
         run: RunId,
-        state: &str,
+        state: RunState,
         actor: &crate::domain::Actor,
     ) -> anyhow::Result<bool> {
         self.inner.store.transition_run_audited(
             &run.to_string(),
-            &[AWAITING_APPROVAL, APPROVED],
+            &[RunState::AwaitingApproval, RunState::Approved],
             state,
             Some(&actor.name),
             &serde_json::json!({"actor_id": actor.id}),
@@ -158,7 +154,7 @@ impl Engine {
 
     /// Plans stored as awaiting approval (after a restart they still await it).
     pub fn awaiting_approval(&self) -> anyhow::Result<Vec<(Plan, i64)>> {
-        let rows = self.inner.store.runs_in_state(AWAITING_APPROVAL)?;
+        let rows = self.inner.store.runs_in_state(RunState::AwaitingApproval)?;
         Ok(rows
             .into_iter()
             .filter_map(|r| {
@@ -182,7 +178,7 @@ impl Engine {
         // All of a kind at once, unbounded on purpose: a run waiting for the next provisioning
         // window must not hold a slot the runs holding the current one need to finish. The
         // clients' pacing and in-flight caps keep the APIs within their limits.
-        for state in ["running", APPROVED] {
+        for state in [RunState::Running, RunState::Approved] {
             let mut tasks = tokio::task::JoinSet::new();
             for row in store.runs_in_state(state)? {
                 let Some(plan) = row
@@ -199,7 +195,7 @@ impl Engine {
                 let span = tracing::info_span!("run", run = %plan.run.short(), target = %plan.upn, recovering = true);
                 tasks.spawn(
                     async move {
-                        if state == APPROVED {
+                        if state == RunState::Approved {
                             // Approved but never started: execute it now, exactly once.
                             engine.execute(&plan, &reporter).await
                         } else {

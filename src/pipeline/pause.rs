@@ -237,7 +237,7 @@ impl PauseManager {
                 .store
                 .run(holder)
                 .map_err(store_err)?
-                .is_some_and(|r| r.state == "running");
+                .is_some_and(|r| r.state == crate::domain::RunState::Running);
             if !running {
                 remaining = self
                     .store

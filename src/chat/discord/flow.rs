@@ -18,10 +18,9 @@ use crate::chat::render::{
     ignored_line, plan_message, sanitize, state_line, step_line, summary_line, PlanState,
 };
 use crate::config::DiscordSettings;
-use crate::domain::{Actor, RunId};
+use crate::domain::{Actor, RunId, RunState};
 use crate::pipeline::{
-    Engine, Plan, PlanError, RepairRequest, Reporter, RunEvent, RunOutcome, RunSummary, APPROVED,
-    AWAITING_APPROVAL,
+    Engine, Plan, PlanError, RepairRequest, Reporter, RunEvent, RunOutcome, RunSummary,
 };
 use crate::store::{now_ms, VoteKind};
 use dashmap::DashMap;
@@ -320,13 +319,14 @@ impl Bot {
     /// Runs an earlier process left approved or running are executed or settled by the engine;
     /// each run's events go to its thread, in order.
     async fn recover_interrupted(self: &Arc<Self>, poster: &Poster) -> usize {
-        let approved_only: HashSet<String> = match self.engine.store().runs_in_state(APPROVED) {
-            Ok(rows) => rows.into_iter().map(|r| r.id).collect(),
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "could not read approved runs");
-                HashSet::new()
-            }
-        };
+        let approved_only: HashSet<String> =
+            match self.engine.store().runs_in_state(RunState::Approved) {
+                Ok(rows) => rows.into_iter().map(|r| r.id).collect(),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "could not read approved runs");
+                    HashSet::new()
+                }
+            };
         let relays = std::sync::Mutex::new(Vec::new());
         let result =
             self.engine
@@ -371,7 +371,7 @@ impl Bot {
             // Not shown in Discord (e.g. planned by another front end): the log has it.
             while let Some(ev) = rx.recv().await {
                 if let RunEvent::Finished(s) = ev {
-                    tracing::warn!(run = %plan.run, outcome = s.outcome.state(), message = %s.message, "a run left by an earlier process was settled");
+                    tracing::warn!(run = %plan.run, outcome = %s.outcome.state(), message = %s.message, "a run left by an earlier process was settled");
                 }
             }
             return;
@@ -438,7 +438,7 @@ impl Bot {
             // end planned it): nobody can approve it here.
             match self
                 .engine
-                .close_unexecuted_by(run, "cancelled", &self.system_actor())
+                .close_unexecuted_by(run, RunState::Cancelled, &self.system_actor())
             {
                 Ok(_) => {
                     tracing::warn!(run = %run, upn = %plan.upn, "a run awaiting approval has no plan message in Discord; closed as cancelled — the requester must run the command again")
@@ -837,9 +837,11 @@ impl Bot {
             Ok(m) => m,
             Err(e) => {
                 let why = super::post::describe(&e);
-                let _ =
-                    self.engine
-                        .close_unexecuted_by(plan.run, "cancelled", &self.system_actor());
+                let _ = self.engine.close_unexecuted_by(
+                    plan.run,
+                    RunState::Cancelled,
+                    &self.system_actor(),
+                );
                 let text = format!("⚠ could not post the plan in this channel ({why}); nothing was changed. Check the bot's permissions (Send Messages, Add Reactions, Create Public Threads).");
                 return self.edit_reply(poster, cmd, &text).await;
             }
@@ -872,9 +874,11 @@ impl Bot {
         if let Err(e) = self.set_up(poster, &slot).await {
             let why = super::post::describe(&e);
             self.close(&slot, &mut st, true);
-            let _ = self
-                .engine
-                .close_unexecuted_by(slot.run(), "cancelled", &self.system_actor());
+            let _ = self.engine.close_unexecuted_by(
+                slot.run(),
+                RunState::Cancelled,
+                &self.system_actor(),
+            );
             self.edit_message(
                 poster,
                 &place,
@@ -980,7 +984,7 @@ impl Bot {
     ) {
         let moved = match self.engine.close_unexecuted_by(
             slot.run(),
-            "expired",
+            RunState::Expired,
             &self.system_actor(),
         ) {
             Ok(m) => m,
@@ -1148,9 +1152,11 @@ impl Bot {
             }
             Err(e) => {
                 tracing::error!(run = %slot.run(), error = %format!("{e:#}"), "could not record an approval");
-                let _ =
-                    self.engine
-                        .close_unexecuted_by(slot.run(), "cancelled", &self.system_actor());
+                let _ = self.engine.close_unexecuted_by(
+                    slot.run(),
+                    RunState::Cancelled,
+                    &self.system_actor(),
+                );
                 self.close(slot, st, true);
                 self.thread_say(
                     poster,
@@ -1181,12 +1187,14 @@ impl Bot {
             // Recorded before but not applied (should not happen): close it explicitly.
             Ok(Some((_, false))) => self
                 .engine
-                .close_unexecuted_by(slot.run(), "rejected", by)
+                .close_unexecuted_by(slot.run(), RunState::Rejected, by)
                 .unwrap_or(false),
             Ok(None) => false,
             Err(e) => {
                 tracing::error!(run = %slot.run(), error = %format!("{e:#}"), "could not record a rejection");
-                let _ = self.engine.close_unexecuted_by(slot.run(), "rejected", by);
+                let _ = self
+                    .engine
+                    .close_unexecuted_by(slot.run(), RunState::Rejected, by);
                 true
             }
         };
@@ -1337,7 +1345,7 @@ impl Bot {
                 Ok(rows) if rows.len() == 1 => format!(
                     "run `{}` is {}; only a run awaiting approval can be cancelled.",
                     short_id(&rows[0].id),
-                    rows[0].state.replace('_', " ")
+                    rows[0].state.as_str().replace('_', " ")
                 ),
                 _ => format!("no run awaiting approval starts with `{key}`."),
             }),
@@ -1365,7 +1373,7 @@ impl Bot {
         }
         match self
             .engine
-            .close_unexecuted_by(slot.run(), "cancelled", actor)
+            .close_unexecuted_by(slot.run(), RunState::Cancelled, actor)
         {
             Ok(true) => {}
             Ok(false) => {
@@ -1414,7 +1422,7 @@ impl Bot {
         let store = self.engine.store();
         let ttl_ms = self.policy.ttl.as_millis() as i64;
         let mut out = String::new();
-        match store.runs_in_state(AWAITING_APPROVAL) {
+        match store.runs_in_state(RunState::AwaitingApproval) {
             Ok(rows) => {
                 out.push_str(&format!("**Awaiting approval ({})**\n", rows.len()));
                 for r in rows.iter().take(10) {
@@ -1432,8 +1440,8 @@ impl Bot {
                 out.push_str("(runs awaiting approval could not be read)\n");
             }
         }
-        let running: anyhow::Result<Vec<_>> = [APPROVED, "running"]
-            .iter()
+        let running: anyhow::Result<Vec<_>> = [RunState::Approved, RunState::Running]
+            .into_iter()
             .map(|s| store.runs_in_state(s))
             .collect::<anyhow::Result<Vec<_>>>()
             .map(|v| v.into_iter().flatten().collect());
@@ -1468,7 +1476,7 @@ impl Bot {
                         "• `{}` {} · {} · by {}\n",
                         short_id(&r.id),
                         sanitize(&r.upn, 100),
-                        r.state.replace('_', " "),
+                        r.state.as_str().replace('_', " "),
                         sanitize(&r.requester_name, 64)
                     ));
                 }
@@ -1507,7 +1515,7 @@ impl Bot {
             "**Run `{}`** {} · {} · requested by {}\n",
             short_id(&row.id),
             sanitize(&row.upn, 100),
-            row.state.replace('_', " "),
+            row.state.as_str().replace('_', " "),
             sanitize(&row.requester_name, 64)
         );
         if let Ok(by) = self.engine.store().approvers(&row.id) {
