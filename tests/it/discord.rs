@@ -9,8 +9,7 @@ use crate::fake_discord::{
 };
 use crate::harness::calls_of;
 use crate::pipeline::{env_with, test_policy, Env};
-use o365_fixbot::chat::discord::flow::Bot;
-use o365_fixbot::chat::discord::DiscordBot;
+use o365_fixbot::chat::discord::{Bot, DiscordBot};
 use o365_fixbot::config::{ApprovalSettings, DiscordSettings};
 use o365_fixbot::domain::{Actor, RunState};
 use o365_fixbot::ops::health::Readiness;
