@@ -1279,7 +1279,7 @@ mod check {
         overwrite, perm, BOT_ROLE, FOREIGN_CHANNEL, OTHER_GUILD, VOICE_CHANNEL,
     };
     use o365_fixbot::chat::discord::check::check_discord;
-    use o365_fixbot::ops::check::Check;
+    use o365_fixbot::ops::check_report::Check;
 
     async fn run(fake: &FakeDiscord, tweak: impl FnOnce(&mut DiscordSettings)) -> Vec<Check> {
         let mut s = settings(fake);
@@ -1290,7 +1290,7 @@ mod check {
     fn failures(checks: &[Check]) -> Vec<String> {
         checks
             .iter()
-            .filter_map(|c| c.outcome.clone().err())
+            .filter_map(|c| c.failure().map(str::to_owned))
             .collect()
     }
 
