@@ -6,9 +6,11 @@ pub mod journal;
 pub mod locks;
 pub mod pause;
 pub mod plan;
+mod refusal;
 pub mod report;
 
-pub use plan::{InputError, Plan, PlanError, Refusal, RepairMode, RepairRequest};
+pub use plan::{InputError, Plan, RepairMode, RepairRequest};
+pub use refusal::{PlanError, Refusal};
 pub use report::{
     Phase, ProvisioningState, Reporter, RunEvent, RunOutcome, RunSummary, StepKind, StepOutcome,
     StepReport,
