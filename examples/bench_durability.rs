@@ -10,7 +10,7 @@ use o365_fixbot::config::RepairPolicy;
 use o365_fixbot::directory::graph::GraphClient;
 use o365_fixbot::directory::okta::OktaClient;
 use o365_fixbot::directory::HttpSettings;
-use o365_fixbot::domain::Actor;
+use o365_fixbot::domain::{Actor, RunState};
 use o365_fixbot::pipeline::{Engine, RepairRequest, Reporter, RunOutcome};
 use o365_fixbot::sandbox::scenario::ordinary_upn;
 use o365_fixbot::sandbox::{Sandbox, SandboxOptions};
@@ -97,7 +97,11 @@ async fn recovery_time(latency: Duration) {
             let plan = e.plan(&req).await.expect("plan");
             e.mark_approved(plan.run).unwrap();
             store
-                .transition_run(&plan.run.to_string(), &["approved"], "running")
+                .transition_run(
+                    &plan.run.to_string(),
+                    &[RunState::Approved],
+                    RunState::Running,
+                )
                 .unwrap();
             store
                 .journal_intent(

@@ -145,13 +145,33 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             discord_api,
         } => serve(config, sandbox, discord_api).await,
         Command::Console => crate::chat::console::serve_stdin(&config).await,
-        Command::CheckConfig { online } => crate::ops::check::run(&config, online).await,
+        Command::CheckConfig { online } => check_config(&config, online).await,
         Command::Healthcheck => crate::ops::health::probe(config.ops.listen).await,
         Command::Audit { action } => audit(&config, action),
         Command::Sandbox { listen } => {
             serve_sandbox(&config, listen.unwrap_or(config.sandbox.listen)).await
         }
     }
+}
+
+/// `check-config`: the checkers know nothing of each other; this picks the ones that apply.
+async fn check_config(config: &Config, online: bool) -> anyhow::Result<()> {
+    use crate::ops::{check, check_report::Check};
+    let mut checks = vec![Check::ok("configuration", "parsed and validated")];
+    checks.extend(check::offline(config));
+    if online {
+        checks.extend(check::graph(config).await);
+        checks.extend(check::okta(config).await);
+        if !config.discord.guild_ids.is_empty() {
+            match config.discord_token() {
+                Ok(token) => checks.extend(
+                    crate::chat::discord::check::check_discord(&config.discord, &token).await,
+                ),
+                Err(e) => checks.push(Check::failed("discord token", format!("{e:#}"))),
+            }
+        }
+    }
+    crate::ops::check_report::print(&checks)
 }
 
 async fn serve(

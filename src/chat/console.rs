@@ -12,7 +12,7 @@
 
 use super::render::{ignored_line, plan_message, sanitize, step_line, summary_line};
 use crate::approval::{ApprovalPolicy, PendingApproval, Verdict, Vote};
-use crate::domain::{Actor, RunId};
+use crate::domain::{Actor, RunId, RunState};
 use crate::pipeline::{Engine, Plan, PlanError, RepairRequest, Reporter, RunEvent, RunSummary};
 use crate::sandbox::{Fault, FaultAction, Sandbox};
 use crate::store::{now_ms, VoteKind};
@@ -296,7 +296,7 @@ impl<'a, W: Write> Console<'a, W> {
                 self.thread(&format!("✅ approval {have}/{need} from {}", actor.name));
             }
             Verdict::Expired => {
-                let _ = self.engine.close_unexecuted(run_id, "expired");
+                let _ = self.engine.close_unexecuted(run_id, RunState::Expired);
                 self.pending.remove(&run_id);
                 self.thread("⌛ this plan expired before it was approved; nothing was changed. Run the command again.");
             }
@@ -407,7 +407,9 @@ impl<'a, W: Write> Console<'a, W> {
             return;
         }
         self.pending.remove(&run_id);
-        let _ = self.engine.close_unexecuted_by(run_id, "cancelled", &actor);
+        let _ = self
+            .engine
+            .close_unexecuted_by(run_id, RunState::Cancelled, &actor);
         self.thread(&format!(
             "🛑 cancelled by {}; nothing was changed.",
             actor.name

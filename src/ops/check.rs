@@ -1,44 +1,8 @@
-//! `o365-fixbot check-config [--online]`: the configuration explains itself, and with `--online`
-//! read-only calls show, per check, ok or the exact missing piece.
+//! `check-config`'s own checks: what the configuration tells offline, and the read-only Graph and
+//! Okta calls that show, per check, ok or the exact missing piece. Discord checks itself in
+//! `chat::discord::check`; the command line picks which checkers run.
 
-use std::fmt;
-
-/// One line of the report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Check {
-    pub name: String,
-    pub outcome: Result<String, String>,
-}
-
-impl Check {
-    pub fn ok(name: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            outcome: Ok(detail.into()),
-        }
-    }
-
-    pub fn failed(name: impl Into<String>, what_to_do: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            outcome: Err(what_to_do.into()),
-        }
-    }
-
-    pub fn passed(&self) -> bool {
-        self.outcome.is_ok()
-    }
-}
-
-impl fmt::Display for Check {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.outcome {
-            Ok(d) => write!(f, "ok      {}: {d}", self.name),
-            Err(d) => write!(f, "FAILED  {}: {d}", self.name),
-        }
-    }
-}
-
+use super::check_report::Check;
 use crate::config::{Config, GRAPH_SECRET_ENV, OKTA_TOKEN_ENV};
 use crate::directory::graph::{GraphClient, GraphError};
 use crate::directory::okta::{OktaClient, OktaError};
@@ -49,31 +13,6 @@ pub const GRAPH_PERMISSIONS: &[&str] = &[
     "Domain.Read.All",
     "Organization.Read.All",
 ];
-
-/// Runs the checks, prints one line each, and fails when any failed.
-pub async fn run(config: &Config, online: bool) -> anyhow::Result<()> {
-    let mut checks = vec![Check::ok("configuration", "parsed and validated")];
-    checks.extend(offline(config));
-    if online {
-        checks.extend(graph(config).await);
-        checks.extend(okta(config).await);
-        if !config.discord.guild_ids.is_empty() {
-            match config.discord_token() {
-                Ok(token) => checks.extend(
-                    crate::chat::discord::check::check_discord(&config.discord, &token).await,
-                ),
-                Err(e) => checks.push(Check::failed("discord token", format!("{e:#}"))),
-            }
-        }
-    }
-    for c in &checks {
-        println!("{c}");
-    }
-    let failed = checks.iter().filter(|c| !c.passed()).count();
-    anyhow::ensure!(failed == 0, "{failed} of {} checks failed", checks.len());
-    println!("all {} checks passed", checks.len());
-    Ok(())
-}
 
 /// What can be told without calling anything.
 pub fn offline(config: &Config) -> Vec<Check> {

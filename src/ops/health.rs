@@ -78,7 +78,10 @@ async fn readyz(State(ready): State<Readiness>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(ready): State<Readiness>) -> impl IntoResponse {
-    if let Ok(pending) = ready.store.count_runs(crate::pipeline::AWAITING_APPROVAL) {
+    if let Ok(pending) = ready
+        .store
+        .count_runs(crate::domain::RunState::AwaitingApproval)
+    {
         metrics().approvals_pending.set(pending as i64);
     }
     (

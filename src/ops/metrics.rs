@@ -130,30 +130,6 @@ pub fn metrics() -> &'static Metrics {
     METRICS.get_or_init(Metrics::new)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renders_prometheus_text() {
-        metrics().api_call("graph", 200);
-        metrics().throttle_wait("okta");
-        let text = metrics().render();
-        assert!(
-            text.contains("fixbot_api_calls_total{service=\"graph\",status=\"200\"}"),
-            "{text}"
-        );
-        assert!(
-            text.contains("# TYPE fixbot_approvals_pending gauge"),
-            "{text}"
-        );
-        assert!(
-            text.contains("fixbot_throttle_waits_total{service=\"okta\"}"),
-            "{text}"
-        );
-    }
-}
-
 /// Feeds the metrics from run events, so the pipeline need not know about them.
 pub struct MetricsObserver;
 
@@ -178,7 +154,7 @@ impl crate::pipeline::RunObserver for MetricsObserver {
             RunEvent::Finished(s) => {
                 m.runs
                     .get_or_create(&OutcomeLabels {
-                        outcome: s.outcome.state().to_owned(),
+                        outcome: s.outcome.state().as_str().to_owned(),
                     })
                     .inc();
             }
@@ -190,4 +166,28 @@ impl crate::pipeline::RunObserver for MetricsObserver {
 /// The observer to give every engine.
 pub fn observer() -> std::sync::Arc<dyn crate::pipeline::RunObserver> {
     std::sync::Arc::new(MetricsObserver)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        metrics().api_call("graph", 200);
+        metrics().throttle_wait("okta");
+        let text = metrics().render();
+        assert!(
+            text.contains("fixbot_api_calls_total{service=\"graph\",status=\"200\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE fixbot_approvals_pending gauge"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fixbot_throttle_waits_total{service=\"okta\"}"),
+            "{text}"
+        );
+    }
 }

@@ -1,5 +1,6 @@
-//! Running it: metrics, health endpoints.
+//! Running it: metrics, health endpoints, `check-config`.
 
 pub mod check;
+pub mod check_report;
 pub mod health;
 pub mod metrics;

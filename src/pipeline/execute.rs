@@ -66,11 +66,10 @@ pub(crate) async fn execute(ctx: &Inner, plan: &Plan, emit: &Emitter<'_>) -> Run
     let run = plan.run;
     // The gate comes first, so that nothing below can leave the run in a state recovery would
     // execute again: from here on it is `running` until it concludes.
-    match ctx.store.transition_run(
-        &run.to_string(),
-        &[RunState::Approved.as_str()],
-        RunState::Running.as_str(),
-    ) {
+    match ctx
+        .store
+        .transition_run(&run.to_string(), &[RunState::Approved], RunState::Running)
+    {
         Ok(true) => {}
         Ok(false) => {
             let s = blank_summary(

@@ -9,6 +9,7 @@ pub mod locks;
 pub mod outcome;
 pub mod pause;
 pub mod plan;
+mod refusal;
 pub mod report;
 mod run;
 pub mod steps;
@@ -17,7 +18,8 @@ pub mod summary;
 pub use execute::{read_plan, stored_plan, ENGINE_VERSION};
 pub use run::{CrashPoint, CrashPoints, RunObserver};
 
-pub use plan::{InputError, Plan, PlanError, Refusal, RepairMode, RepairRequest};
+pub use plan::{InputError, Plan, RepairMode, RepairRequest};
+pub use refusal::{PlanError, Refusal};
 pub use report::{
     Phase, ProvisioningState, Reporter, RunEvent, RunOutcome, RunSummary, StepKind, StepOutcome,
     StepReport,
@@ -31,10 +33,6 @@ use crate::store::{NewRun, Store, VoteKind};
 use locks::UserLocks;
 use pause::{PauseManager, PauseTiming};
 use std::sync::Arc;
-
-/// Run states in the store before execution.
-pub const AWAITING_APPROVAL: &str = "awaiting_approval";
-pub const APPROVED: &str = "approved";
 
 pub(crate) struct Inner {
     pub(crate) graph: GraphClient,
@@ -128,7 +126,7 @@ impl Engine {
                 requester_id: &plan.requester.id,
                 requester_name: &plan.requester.name,
                 upn: plan.upn.as_str(),
-                state: AWAITING_APPROVAL,
+                state: RunState::AwaitingApproval,
                 plan: Some(&json),
                 fingerprint: Some(&plan.fingerprint),
             })
@@ -142,8 +140,8 @@ impl Engine {
     pub fn mark_approved(&self, run: RunId) -> anyhow::Result<bool> {
         self.inner.store.transition_run_audited(
             &run.to_string(),
-            &[AWAITING_APPROVAL],
-            APPROVED,
+            &[RunState::AwaitingApproval],
+            RunState::Approved,
             None,
             &serde_json::json!({}),
         )
@@ -171,10 +169,10 @@ impl Engine {
     }
 
     /// Moves a run that never executed to a final state (`rejected`, `expired`, `cancelled`).
-    pub fn close_unexecuted(&self, run: RunId, state: &str) -> anyhow::Result<bool> {
+    pub fn close_unexecuted(&self, run: RunId, state: RunState) -> anyhow::Result<bool> {
         self.inner.store.transition_run_audited(
             &run.to_string(),
-            &[AWAITING_APPROVAL, APPROVED],
+            &[RunState::AwaitingApproval, RunState::Approved],
             state,
             None,
             &serde_json::json!({}),
@@ -185,12 +183,12 @@ impl Engine {
     pub fn close_unexecuted_by(
         &self,
         run: RunId,
-        state: &str,
+        state: RunState,
         actor: &crate::domain::Actor,
     ) -> anyhow::Result<bool> {
         self.inner.store.transition_run_audited(
             &run.to_string(),
-            &[AWAITING_APPROVAL, APPROVED],
+            &[RunState::AwaitingApproval, RunState::Approved],
             state,
             Some(&actor.name),
             &serde_json::json!({"actor_id": actor.id}),
@@ -199,7 +197,7 @@ impl Engine {
 
     /// Plans stored as awaiting approval (after a restart they still await it).
     pub fn awaiting_approval(&self) -> anyhow::Result<Vec<(Plan, i64)>> {
-        let rows = self.inner.store.runs_in_state(AWAITING_APPROVAL)?;
+        let rows = self.inner.store.runs_in_state(RunState::AwaitingApproval)?;
         Ok(rows
             .into_iter()
             .filter_map(|r| match read_plan(r.plan.as_ref()?) {
@@ -230,7 +228,7 @@ impl Engine {
         // clients' pacing and in-flight caps keep the APIs within their limits.
         for state in [RunState::Running, RunState::Approved] {
             let mut tasks = tokio::task::JoinSet::new();
-            for row in store.runs_in_state(state.as_str())? {
+            for row in store.runs_in_state(state)? {
                 let parsed = row
                     .plan
                     .as_ref()
@@ -282,8 +280,8 @@ impl Engine {
     fn expire_approved(&self, plan: &Plan, emit: &run::Emitter<'_>) -> RunSummary {
         let moved = self.inner.store.transition_run_audited(
             &plan.run.to_string(),
-            &[RunState::Approved.as_str()],
-            RunState::Expired.as_str(),
+            &[RunState::Approved],
+            RunState::Expired,
             None,
             &serde_json::json!({"reason": "approved but not started before a restart, and older than repair.approved_run_max_age"}),
         );
@@ -319,7 +317,7 @@ impl Engine {
         if let Err(e) =
             self.inner
                 .store
-                .set_run_summary(&row.id, RunState::NeedsAttention.as_str(), &summary)
+                .set_run_summary(&row.id, RunState::NeedsAttention, &summary)
         {
             tracing::error!(run = %row.id, error = %format!("{e:#}"), "could not store the hand-over");
         }

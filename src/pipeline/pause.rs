@@ -476,7 +476,7 @@ impl PauseManager {
                     .store
                     .run(holder)
                     .map_err(store_err)?
-                    .is_some_and(|r| r.state.parse::<RunState>() == Ok(RunState::Running));
+                    .is_some_and(|r| r.state == RunState::Running);
                 if !running {
                     remaining = self
                         .store

@@ -1,6 +1,6 @@
 //! What a run reports as it goes: one event per step, compensation and outcome, for any front end.
 
-use crate::domain::RunId;
+use crate::domain::{RunId, RunState};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -134,14 +134,14 @@ pub enum RunOutcome {
 
 impl RunOutcome {
     /// The run's state in the store.
-    pub fn state(self) -> &'static str {
+    pub fn state(self) -> RunState {
         match self {
-            RunOutcome::Repaired | RunOutcome::RepairedAfterRollForward => "succeeded",
-            RunOutcome::RolledBack => "rolled_back",
-            RunOutcome::Diverged => "diverged",
-            RunOutcome::NeedsAttention => "needs_attention",
-            RunOutcome::Stale => "stale",
-            RunOutcome::NotExecuted => "not_executed",
+            RunOutcome::Repaired | RunOutcome::RepairedAfterRollForward => RunState::Succeeded,
+            RunOutcome::RolledBack => RunState::RolledBack,
+            RunOutcome::Diverged => RunState::Diverged,
+            RunOutcome::NeedsAttention => RunState::NeedsAttention,
+            RunOutcome::Stale => RunState::Stale,
+            RunOutcome::NotExecuted => RunState::NotExecuted,
         }
     }
 }

@@ -174,6 +174,7 @@ impl<'a> Exec<'a> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn step_report(
         &self,
         step: StepKind,
@@ -238,6 +239,7 @@ impl<'a> Exec<'a> {
     }
 
     /// A journalled write: intent durable first, then the call, then its verdict and result.
+    #[allow(clippy::too_many_arguments)]
     async fn write<T, F, Fut>(
         &self,
         a: &Action,

@@ -5,6 +5,7 @@ mod audit;
 mod migrations;
 mod records;
 
+use crate::domain::RunState;
 use anyhow::Context;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
@@ -70,7 +71,7 @@ pub struct NewRun<'a> {
     pub requester_id: &'a str,
     pub requester_name: &'a str,
     pub upn: &'a str,
-    pub state: &'a str,
+    pub state: RunState,
     pub plan: Option<&'a Value>,
     pub fingerprint: Option<&'a str>,
 }
@@ -84,7 +85,7 @@ pub struct RunRow {
     pub requester_id: String,
     pub requester_name: String,
     pub upn: String,
-    pub state: String,
+    pub state: RunState,
     pub plan: Option<Value>,
     pub fingerprint: Option<String>,
     pub summary: Option<Value>,
@@ -257,7 +258,7 @@ impl Store {
                     run.requester_id,
                     run.requester_name,
                     run.upn,
-                    run.state,
+                    run.state.as_str(),
                     plan,
                     run.fingerprint
                 ],
@@ -268,14 +269,19 @@ impl Store {
 
     /// Moves a run to `to` only if it is in one of `from`; returns whether it moved. This is the
     /// single atomic state change that makes "exactly one execution" hold.
-    pub fn transition_run(&self, id: &str, from: &[&str], to: &str) -> anyhow::Result<bool> {
+    pub fn transition_run(
+        &self,
+        id: &str,
+        from: &[RunState],
+        to: RunState,
+    ) -> anyhow::Result<bool> {
         let now = now_ms();
-        let from_json = serde_json::to_string(from)?;
+        let from_json = state_names(from)?;
         let n = self.with(|c| {
             c.execute(
                 "UPDATE runs SET state = ?1, updated_at_ms = ?2
                  WHERE id = ?3 AND state IN (SELECT value FROM json_each(?4))",
-                params![to, now, id, from_json],
+                params![to.as_str(), now, id, from_json],
             )
         })?;
         Ok(n == 1)
@@ -286,21 +292,21 @@ impl Store {
     pub fn transition_run_audited(
         &self,
         id: &str,
-        from: &[&str],
-        to: &str,
+        from: &[RunState],
+        to: RunState,
         actor: Option<&str>,
         detail: &Value,
     ) -> anyhow::Result<bool> {
         let now = now_ms();
-        let from_json = serde_json::to_string(from)?;
+        let from_json = state_names(from)?;
         self.tx(|c| {
             let n = c.execute(
                 "UPDATE runs SET state = ?1, updated_at_ms = ?2
                  WHERE id = ?3 AND state IN (SELECT value FROM json_each(?4))",
-                params![to, now, id, from_json],
+                params![to.as_str(), now, id, from_json],
             )?;
             if n == 1 {
-                audit::append(c, Some(id), to, actor, detail)?;
+                audit::append(c, Some(id), to.as_str(), actor, detail)?;
             }
             Ok(n == 1)
         })
@@ -321,10 +327,12 @@ impl Store {
     ) -> anyhow::Result<Option<(u32, bool)>> {
         let now = now_ms();
         self.tx(|c| {
-            let state: Option<String> = c
-                .query_row("SELECT state FROM runs WHERE id = ?1", params![run_id], |r| r.get(0))
+            let state = c
+                .query_row("SELECT state FROM runs WHERE id = ?1", params![run_id], |r| {
+                    parse_state(&r.get::<_, String>(0)?, 0, run_id)
+                })
                 .optional()?;
-            if state.as_deref() != Some("awaiting_approval") {
+            if state != Some(RunState::AwaitingApproval) {
                 return Ok(None);
             }
             let inserted = c.execute(
@@ -347,17 +355,17 @@ impl Store {
                 |r| r.get(0),
             )?;
             let to = match vote {
-                VoteKind::Reject if inserted == 1 => Some("rejected"),
-                VoteKind::Approve if count >= required => Some("approved"),
+                VoteKind::Reject if inserted == 1 => Some(RunState::Rejected),
+                VoteKind::Approve if count >= required => Some(RunState::Approved),
                 _ => None,
             };
             let mut moved = false;
             if let Some(to) = to {
                 c.execute(
                     "UPDATE runs SET state = ?1, updated_at_ms = ?2 WHERE id = ?3",
-                    params![to, now, run_id],
+                    params![to.as_str(), now, run_id],
                 )?;
-                audit::append(c, Some(run_id), to, Some(voter_name), &serde_json::json!({"approvals": count}))?;
+                audit::append(c, Some(run_id), to.as_str(), Some(voter_name), &serde_json::json!({"approvals": count}))?;
                 moved = true;
             }
             Ok(Some((count, moved)))
@@ -375,12 +383,17 @@ impl Store {
         })
     }
 
-    pub fn set_run_summary(&self, id: &str, state: &str, summary: &Value) -> anyhow::Result<()> {
+    pub fn set_run_summary(
+        &self,
+        id: &str,
+        state: RunState,
+        summary: &Value,
+    ) -> anyhow::Result<()> {
         let now = now_ms();
         self.tx(|c| {
             c.execute(
                 "UPDATE runs SET state = ?1, summary_json = ?2, updated_at_ms = ?3 WHERE id = ?4",
-                params![state, summary.to_string(), now, id],
+                params![state.as_str(), summary.to_string(), now, id],
             )?;
             audit::append(c, Some(id), "outcome", None, summary)
         })?;
@@ -411,23 +424,23 @@ impl Store {
     }
 
     /// How many runs are in `state` (for metrics: no plan is read).
-    pub fn count_runs(&self, state: &str) -> anyhow::Result<u64> {
+    pub fn count_runs(&self, state: RunState) -> anyhow::Result<u64> {
         self.with(|c| {
             c.query_row(
                 "SELECT COUNT(*) FROM runs WHERE state = ?1",
-                params![state],
+                params![state.as_str()],
                 |r| r.get::<_, i64>(0),
             )
         })
         .map(|n| n as u64)
     }
 
-    pub fn runs_in_state(&self, state: &str) -> anyhow::Result<Vec<RunRow>> {
+    pub fn runs_in_state(&self, state: RunState) -> anyhow::Result<Vec<RunRow>> {
         self.with(|c| {
             let mut st = c.prepare(&format!(
                 "{RUN_SELECT} WHERE state = ?1 ORDER BY created_at_ms, rowid"
             ))?;
-            let rows = st.query_map(params![state], run_from_row)?;
+            let rows = st.query_map(params![state.as_str()], run_from_row)?;
             rows.collect()
         })
     }
@@ -802,17 +815,36 @@ const RUN_SELECT: &str =
         state, plan_json, fingerprint, summary_json FROM runs";
 
 fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+    let id: String = r.get(0)?;
     Ok(RunRow {
-        id: r.get(0)?,
+        state: parse_state(&r.get::<_, String>(6)?, 6, &id)?,
+        id,
         created_at_ms: r.get(1)?,
         updated_at_ms: r.get(2)?,
         requester_id: r.get(3)?,
         requester_name: r.get(4)?,
         upn: r.get(5)?,
-        state: r.get(6)?,
         plan: r.get::<_, Option<String>>(7)?.map(parse_json),
         fingerprint: r.get(8)?,
         summary: r.get::<_, Option<String>>(9)?.map(parse_json),
+    })
+}
+
+/// `from` as a JSON array of stored names, for `json_each`.
+fn state_names(from: &[RunState]) -> serde_json::Result<String> {
+    serde_json::to_string(&from.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+}
+
+/// A stored state name this build does not know (a newer version wrote it, or someone edited
+/// the file) fails the read, naming the run and the name: skipping the run would hide it from
+/// recovery and status.
+fn parse_state(name: &str, column: usize, run: &str) -> rusqlite::Result<RunState> {
+    name.parse().map_err(|e: crate::domain::UnknownRunState| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Text,
+            format!("run {run}: {e}").into(),
+        )
     })
 }
 
@@ -861,18 +893,18 @@ mod tests {
             requester_id: "u",
             requester_name: "alice",
             upn: "a@b.com",
-            state: "awaiting_approval",
+            state: RunState::AwaitingApproval,
             plan: None,
             fingerprint: None,
         })
         .unwrap();
         assert!(s
-            .transition_run("r1", &["awaiting_approval"], "approved")
+            .transition_run("r1", &[RunState::AwaitingApproval], RunState::Approved)
             .unwrap());
         assert!(!s
-            .transition_run("r1", &["awaiting_approval"], "approved")
+            .transition_run("r1", &[RunState::AwaitingApproval], RunState::Approved)
             .unwrap());
-        assert_eq!(s.run("r1").unwrap().unwrap().state, "approved");
+        assert_eq!(s.run("r1").unwrap().unwrap().state, RunState::Approved);
     }
 
     fn new_run<'a>(id: &'a str, upn: &'a str) -> NewRun<'a> {
@@ -881,7 +913,7 @@ mod tests {
             requester_id: "u1",
             requester_name: "alice",
             upn,
-            state: "awaiting_approval",
+            state: RunState::AwaitingApproval,
             plan: None,
             fingerprint: Some("fp"),
         }
@@ -919,7 +951,7 @@ mod tests {
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
         assert_eq!(moved.iter().filter(|m| **m).count(), 1, "{moved:?}");
-        assert_eq!(s.run("r1").unwrap().unwrap().state, "approved");
+        assert_eq!(s.run("r1").unwrap().unwrap().state, RunState::Approved);
         // A duplicate after approval changes nothing.
         assert_eq!(
             s.record_vote("r1", "bob", "bob", VoteKind::Approve, "fp", 1)
@@ -958,7 +990,7 @@ mod tests {
             .journal_intent("r1", "1", "graph.update_user", "o", &json!(1), &json!(2))
             .unwrap();
         s.journal_outcome(j, true, None, Some("rid")).unwrap();
-        s.set_run_summary("r1", "succeeded", &json!({"ok": true}))
+        s.set_run_summary("r1", RunState::Succeeded, &json!({"ok": true}))
             .unwrap();
         assert_eq!(
             s.audit_verify().unwrap(),
@@ -1008,9 +1040,20 @@ mod tests {
         }
         let s = Store::open(&dir).unwrap();
         assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
-        assert_eq!(s.run("old").unwrap().unwrap().state, "succeeded");
+        assert_eq!(s.run("old").unwrap().unwrap().state, RunState::Succeeded);
         s.set_chat_ref("old", &json!({"thread": 1})).unwrap();
         assert_eq!(s.chat_ref("old").unwrap(), Some(json!({"thread": 1})));
+    }
+
+    #[test]
+    fn an_unknown_stored_state_is_an_error_naming_it() {
+        let (s, _d) = temp_store();
+        s.insert_run(&new_run("r1", "a@b.com")).unwrap();
+        s.with(|c| c.execute("UPDATE runs SET state = 'paused' WHERE id = 'r1'", []))
+            .unwrap();
+        let err = s.run("r1").unwrap_err();
+        assert!(format!("{err:#}").contains("\"paused\""), "{err:#}");
+        assert!(s.recent_runs(10).is_err(), "not skipped silently");
     }
 
     #[test]

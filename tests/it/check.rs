@@ -4,7 +4,8 @@ use crate::harness::{fast_http, graph, okta, sandbox};
 use crate::recovery::{command, tenant};
 use o365_fixbot::directory::graph::GraphClient;
 use o365_fixbot::directory::okta::OktaClient;
-use o365_fixbot::ops::check::{check_graph, check_okta, Check};
+use o365_fixbot::ops::check::{check_graph, check_okta};
+use o365_fixbot::ops::check_report::Check;
 use o365_fixbot::secret::Secret;
 
 fn failures(checks: &[Check]) -> Vec<String> {

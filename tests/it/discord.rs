@@ -9,10 +9,9 @@ use crate::fake_discord::{
 };
 use crate::harness::calls_of;
 use crate::pipeline::{env_with, test_policy, Env};
-use o365_fixbot::chat::discord::flow::Bot;
-use o365_fixbot::chat::discord::DiscordBot;
+use o365_fixbot::chat::discord::{Bot, DiscordBot};
 use o365_fixbot::config::{ApprovalSettings, DiscordSettings};
-use o365_fixbot::domain::Actor;
+use o365_fixbot::domain::{Actor, RunState};
 use o365_fixbot::ops::health::Readiness;
 use o365_fixbot::pipeline::Plan;
 use o365_fixbot::sandbox::scenario::*;
@@ -207,10 +206,8 @@ impl Rig {
             .1
     }
 
-    fn state_of(&self, run: &str) -> String {
-        self.env.engine.store().runs_by_prefix(run).unwrap()[0]
-            .state
-            .clone()
+    fn state_of(&self, run: &str) -> RunState {
+        self.env.engine.store().runs_by_prefix(run).unwrap()[0].state
     }
 
     /// The checks every test ends with.
@@ -387,7 +384,7 @@ async fn rejection_by_an_approver() {
         })
         .await;
     let row = &rig.env.engine.store().runs_by_prefix(&run).unwrap()[0];
-    assert_eq!(row.state, "rejected");
+    assert_eq!(row.state, RunState::Rejected);
     assert_eq!(calls_of(&rig.env.sb, "graph.update_user"), 0);
     assert_eq!(rig.bot.pending_runs(), 0);
     rig.finish(&[]).await;
@@ -423,7 +420,7 @@ async fn expiry_after_the_ttl_is_announced() {
         .await;
     assert_eq!(rig.bot.pending_runs(), 0);
     let row = &rig.env.engine.store().runs_by_prefix(&run).unwrap()[0];
-    assert_eq!(row.state, "expired");
+    assert_eq!(row.state, RunState::Expired);
     assert_eq!(calls_of(&rig.env.sb, "graph.update_user"), 0);
     rig.finish(&[1001]).await;
 }
@@ -463,7 +460,7 @@ async fn cancel_before_execution() {
         })
         .await;
     let row = &rig.env.engine.store().runs_by_prefix(&run).unwrap()[0];
-    assert_eq!(row.state, "cancelled");
+    assert_eq!(row.state, RunState::Cancelled);
     // Too late now: a second cancel says so.
     let again = rig.fake.slash(&bob(), CHANNEL, "cancel", &[("run", &run)]);
     let reply = rig.fake.wait_reply(again, T).await;
@@ -500,7 +497,7 @@ async fn a_stale_plan_is_not_executed() {
         .await;
     assert_eq!(calls_of(&rig.env.sb, "graph.update_user"), writes);
     let row = &rig.env.engine.store().runs_by_prefix(&run).unwrap()[0];
-    assert_eq!(row.state, "stale");
+    assert_eq!(row.state, RunState::Stale);
     rig.finish(&[1001]).await;
 }
 
@@ -780,7 +777,11 @@ async fn a_run_awaiting_approval_never_posted_in_discord_is_closed_on_start() {
         .run(&orphan.run.to_string())
         .unwrap()
         .unwrap();
-    assert_eq!(row.state, "cancelled", "nobody could approve it in Discord");
+    assert_eq!(
+        row.state,
+        RunState::Cancelled,
+        "nobody could approve it in Discord"
+    );
     assert_eq!(rig.bot.pending_runs(), 0);
     rig.finish(&[]).await;
 }
@@ -885,7 +886,7 @@ async fn an_approval_made_while_the_bot_was_down_executes_the_run_once() {
     assert_eq!(count(&thread, "🎉"), 1, "{thread:#?}");
     assert_eq!(steps_done(&thread).len(), 9, "{thread:#?}");
     assert_eq!(calls_of(&rig.env.sb, "okta.assign"), 1);
-    assert_eq!(rig.state_of(&run), "succeeded");
+    assert_eq!(rig.state_of(&run), RunState::Succeeded);
     let id = rig.stored_plan(&run).run.to_string();
     assert_eq!(
         rig.env.engine.store().approvers(&id).unwrap(),
@@ -1076,7 +1077,7 @@ async fn a_run_that_expired_while_the_bot_was_down_is_announced_as_expired() {
                 .then_some(())
         })
         .await;
-    assert_eq!(rig.state_of(&run), "expired");
+    assert_eq!(rig.state_of(&run), RunState::Expired);
     assert_eq!(rig.bot.pending_runs(), 0);
     assert_eq!(calls_of(&rig.env.sb, "graph.update_user"), 0);
     rig.finish(&[1001]).await;
@@ -1098,7 +1099,9 @@ async fn a_run_interrupted_mid_pipeline_is_settled_on_start_and_its_thread_told(
             .unwrap(),
         Some((1, true))
     );
-    assert!(store.transition_run(&id, &["approved"], "running").unwrap());
+    assert!(store
+        .transition_run(&id, &[RunState::Approved], RunState::Running)
+        .unwrap());
     store
         .journal_intent(
             &id,
@@ -1131,7 +1134,7 @@ async fn a_run_interrupted_mid_pipeline_is_settled_on_start_and_its_thread_told(
         })
         .await;
     let state = rig.state_of(&run);
-    assert_eq!(state, "succeeded", "{summary}");
+    assert_eq!(state, RunState::Succeeded, "{summary}");
     assert_repaired(&rig.env, ADELE);
     assert_eq!(rig.bot.pending_runs(), 0);
     rig.finish(&[1001]).await;
@@ -1159,7 +1162,7 @@ async fn a_run_approved_but_not_started_before_the_restart_runs_once_on_start() 
         .await;
     rig.fake.wait_text(plan, "🎉 done", T).await;
     assert_eq!(calls_of(&rig.env.sb, "okta.assign"), 1);
-    assert_eq!(rig.state_of(&run), "succeeded");
+    assert_eq!(rig.state_of(&run), RunState::Succeeded);
     rig.finish(&[1001]).await;
 }
 
@@ -1256,7 +1259,7 @@ async fn readiness_follows_the_gateway_connection() {
         .wait_text(plan, "approved by bob — starting", T)
         .await;
     rig.fake.wait_text(plan, "🎉 done", T).await;
-    assert_eq!(rig.state_of(&run), "succeeded");
+    assert_eq!(rig.state_of(&run), RunState::Succeeded);
     assert_eq!(count(&rig.thread(plan), "— starting"), 1);
     // Shut down: not ready any more.
     let v = rig.fake.violations();
@@ -1283,7 +1286,7 @@ mod check {
         overwrite, perm, BOT_ROLE, FOREIGN_CHANNEL, OTHER_GUILD, VOICE_CHANNEL,
     };
     use o365_fixbot::chat::discord::check::check_discord;
-    use o365_fixbot::ops::check::Check;
+    use o365_fixbot::ops::check_report::Check;
 
     async fn run(fake: &FakeDiscord, tweak: impl FnOnce(&mut DiscordSettings)) -> Vec<Check> {
         let mut s = settings(fake);
@@ -1294,7 +1297,7 @@ mod check {
     fn failures(checks: &[Check]) -> Vec<String> {
         checks
             .iter()
-            .filter_map(|c| c.outcome.clone().err())
+            .filter_map(|c| c.failure().map(str::to_owned))
             .collect()
     }
 

@@ -2,7 +2,7 @@
 //! the sandbox and a real store in a temp dir, with faults on the feature PUT.
 
 use crate::harness::{calls_of, okta, sandbox};
-use o365_fixbot::domain::RunId;
+use o365_fixbot::domain::{RunId, RunState};
 use o365_fixbot::pipeline::capabilities::all_disabled;
 use o365_fixbot::pipeline::pause::{Left, PauseError, PauseManager, PauseStatus, PauseTiming};
 use o365_fixbot::sandbox::{Fault, FaultAction, Sandbox};
@@ -62,7 +62,7 @@ impl Env {
         self.store.pause(&self.sb.creds.app_id).unwrap()
     }
 
-    fn insert_run(&self, run: RunId, state: &str) {
+    fn insert_run(&self, run: RunId, state: RunState) {
         self.store
             .insert_run(&NewRun {
                 id: &run.to_string(),
@@ -311,8 +311,8 @@ async fn a_restore_cut_short_by_a_restart_is_finished_before_a_new_window_opens(
 async fn settle_orphans_drops_holders_that_stopped_running_and_restores() {
     let env = env().await;
     let (a, b) = (RunId::new(), RunId::new());
-    env.insert_run(a, "running");
-    env.insert_run(b, "needs_attention");
+    env.insert_run(a, RunState::Running);
+    env.insert_run(b, RunState::NeedsAttention);
     let before_restart = env.manager(timing());
     before_restart.join(a).await.unwrap();
     before_restart.join(b).await.unwrap();
@@ -330,7 +330,7 @@ async fn settle_orphans_drops_holders_that_stopped_running_and_restores() {
     );
 
     env.store
-        .set_run_summary(&a.to_string(), "succeeded", &Value::Null)
+        .set_run_summary(&a.to_string(), RunState::Succeeded, &Value::Null)
         .unwrap();
     assert_eq!(m.settle_orphans().await.unwrap(), Some(Left::Restored));
     assert_eq!(env.sb.provisioning_capabilities(), env.initial);

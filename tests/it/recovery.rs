@@ -2,6 +2,7 @@
 //! every step boundary and between an API call and its journal write, then started again.
 
 use crate::harness::{calls_of, sandbox_with};
+use o365_fixbot::domain::RunState;
 use o365_fixbot::sandbox::scenario::*;
 use o365_fixbot::sandbox::{Fault, FaultAction, Sandbox, SandboxOptions};
 use o365_fixbot::store::{Store, Verification};
@@ -214,7 +215,7 @@ fn assert_invariants(t: &Tenant, upn: &str, output: &[String]) {
         "pause left in the store"
     );
     assert!(
-        s.runs_in_state("running").unwrap().is_empty(),
+        s.runs_in_state(RunState::Running).unwrap().is_empty(),
         "a run is still marked running"
     );
     assert_eq!(

@@ -18,7 +18,7 @@
 //! can be reported as they are.
 
 use crate::config::DiscordSettings;
-use crate::ops::check::Check;
+use crate::ops::check_report::Check;
 use crate::secret::Secret;
 use serde_json::Value;
 use std::collections::HashMap;

@@ -3,25 +3,36 @@
 //! approved by reaction, and step results in a thread. See `docs/discord.md`.
 //!
 //! - [`commands`]: slash command definitions and option parsing
-//! - [`flow`]: the plan → approval → execution state machine per run
+//! - `bot`: the plan → approval → execution state machine per run, whose steps are in
+//!   `startup` (READY, restarts), `interactions` (the commands), `votes` (reactions counted),
+//!   `expiry` (the approval window), `relay` (what is said in the thread and on the plan
+//!   message) and `status` (`/fix-status`); `place` is where a run is shown
 //! - [`reactions`]: reactions as votes, and who voted
 //! - [`limits`]: per-person rate limit and the cap on open runs
 //! - [`post`]: everything sent, with `allowed_mentions` limited
 //! - [`check`]: `check-config --online` for Discord (token, guilds, channels, permissions)
 
+mod bot;
 pub mod check;
 pub mod commands;
-pub mod flow;
+mod expiry;
+mod interactions;
 pub mod limits;
+mod place;
 pub mod post;
 pub mod reactions;
+mod relay;
+mod startup;
+mod status;
+mod votes;
+
+pub use bot::Bot;
 
 use crate::approval::ApprovalPolicy;
 use crate::config::{ApprovalSettings, DiscordSettings};
 use crate::ops::health::Readiness;
 use crate::pipeline::Engine;
 use crate::secret::Secret;
-use flow::Bot;
 use post::Poster;
 use serenity::all::{
     Client, ClientBuilder, ConnectionStage, Context, EventHandler, GatewayIntents, HttpBuilder,

@@ -1,0 +1,418 @@
+//! Slash-command interactions: who may do what where, `/fix-immutable-id` (plan, plan message,
+//! thread) and `/cancel`; `/fix-status`'s text is in `status`.
+
+use super::bot::{Bot, Slot, SlotState};
+use super::commands::{self, Command};
+use super::limits::retry_in;
+use super::place::Place;
+use super::post::Poster;
+use super::reactions::{self, REJECT};
+use super::relay::compose;
+use super::status::short_id;
+use crate::approval::PendingApproval;
+use crate::chat::render::{plan_message, sanitize, PlanState};
+use crate::domain::{Actor, RunState};
+use crate::pipeline::{PlanError, RepairRequest};
+use crate::store::now_ms;
+use serenity::all::{ChannelId, CommandInteraction, GuildId, UserId};
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+/// Discord's error code for "A thread has already been created for this message".
+const THREAD_ALREADY_CREATED: isize = 160004;
+
+/// How a command's author is addressed in replies.
+fn author(cmd: &CommandInteraction) -> (UserId, String, Vec<String>) {
+    match &cmd.member {
+        Some(m) => (
+            m.user.id,
+            reactions::display_name(m),
+            reactions::role_ids(m),
+        ),
+        None => (cmd.user.id, cmd.user.name.clone(), Vec::new()),
+    }
+}
+
+impl Bot {
+    fn place_ok(&self, guild: Option<GuildId>, channel: ChannelId) -> Result<(), String> {
+        if !guild.is_some_and(|g| self.settings.guild_ids.contains(&g.get())) {
+            return Err("this bot only takes commands in its own server.".into());
+        }
+        if !self.settings.channel_ids.contains(&channel.get()) {
+            let list: Vec<String> = self
+                .settings
+                .channel_ids
+                .iter()
+                .map(|c| format!("<#{c}>"))
+                .collect();
+            return Err(format!(
+                "repair commands are taken only in {}.",
+                list.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    pub async fn on_command(self: &Arc<Self>, poster: &Poster, cmd: CommandInteraction) {
+        // The same interaction delivered twice (a replay after a resume) is answered once.
+        if !self.first_sight(cmd.id.get()) {
+            tracing::debug!(interaction = %cmd.id, "an interaction delivered twice is ignored");
+            return;
+        }
+        let (user, name, roles) = author(&cmd);
+        if !self.started() {
+            return self
+                .reply(poster, &cmd, "⏳ the bot has just restarted and is settling the runs it left; try again in a minute. Nothing was done.")
+                .await;
+        }
+        // Local checks first: they answer at once, ephemerally, with one request.
+        if let Err(wait) = self.limits.check_user(user.get()) {
+            let text = format!(
+                "⏱ you are sending commands too fast; try again {}. Nothing was done.",
+                retry_in(wait)
+            );
+            return self.reply(poster, &cmd, &text).await;
+        }
+        if let Err(why) = self.place_ok(cmd.guild_id, cmd.channel_id) {
+            return self.reply(poster, &cmd, &format!("⛔ {why}")).await;
+        }
+        let options = commands::string_options(&cmd.data);
+        let command = match commands::parse(&cmd.data.name, &options) {
+            Ok(c) => c,
+            Err(e) => {
+                return self
+                    .reply(poster, &cmd, &format!("⛔ {e}. Nothing was done."))
+                    .await
+            }
+        };
+        let actor = self.ids.actor(user, &name);
+        match command {
+            Command::Fix {
+                user: upn,
+                immutable_id,
+                reason,
+            } => {
+                self.fix(
+                    poster,
+                    &cmd,
+                    actor,
+                    user,
+                    &roles,
+                    &upn,
+                    immutable_id.as_deref(),
+                    reason.as_deref(),
+                )
+                .await
+            }
+            Command::Status { run } => {
+                if !self.policy.may_request(&roles) && !self.policy.may_approve(&roles) {
+                    return self
+                        .reply(
+                            poster,
+                            &cmd,
+                            "⛔ only requesters and approvers can see repair status.",
+                        )
+                        .await;
+                }
+                if let Err(e) = poster.defer_ephemeral(&cmd).await {
+                    return tracing::warn!(error = %super::post::describe(&e), "could not acknowledge /fix-status");
+                }
+                let text = self.status(run.as_deref());
+                self.edit_reply(poster, &cmd, &text).await;
+            }
+            Command::Cancel { run } => {
+                if let Err(e) = poster.defer_ephemeral(&cmd).await {
+                    return tracing::warn!(error = %super::post::describe(&e), "could not acknowledge /cancel");
+                }
+                let text = self.cancel(poster, &actor, &roles, &run).await;
+                self.edit_reply(poster, &cmd, &text).await;
+            }
+        }
+    }
+
+    async fn reply(&self, poster: &Poster, cmd: &CommandInteraction, text: &str) {
+        if let Err(e) = poster.reply_ephemeral(cmd, text).await {
+            tracing::warn!(command = %cmd.data.name, error = %super::post::describe(&e), "could not answer an interaction");
+        }
+    }
+
+    async fn edit_reply(&self, poster: &Poster, cmd: &CommandInteraction, text: &str) {
+        if let Err(e) = poster.edit_reply(cmd, text).await {
+            tracing::warn!(command = %cmd.data.name, error = %super::post::describe(&e), "could not edit a deferred reply");
+        }
+    }
+
+    /// When the next place for a run frees up at the latest: the earliest expiry, if any.
+    fn cap_message(&self) -> String {
+        let earliest = self.pending.iter().map(|s| s.expires_unix).min();
+        let when = match earliest {
+            Some(t) => format!("when one finishes or expires (at the latest <t:{t}:R>)"),
+            None => "when a running repair finishes (usually within a minute)".to_owned(),
+        };
+        format!(
+            "⏳ {} repairs are open (the limit is {}); try again {when}. Nothing was done.",
+            self.limits.open_runs(),
+            self.limits.max_open()
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn fix(
+        self: &Arc<Self>,
+        poster: &Poster,
+        cmd: &CommandInteraction,
+        actor: Actor,
+        user: UserId,
+        roles: &[String],
+        upn: &str,
+        immutable_id: Option<&str>,
+        reason: Option<&str>,
+    ) {
+        if !self.policy.may_request(roles) {
+            return self
+                .reply(poster, cmd, "⛔ you do not hold a requester role, so you cannot ask for repairs. Nothing was done.")
+                .await;
+        }
+        let req = match RepairRequest::parse(actor.clone(), upn, immutable_id, reason) {
+            Ok(r) => r,
+            Err(e) => {
+                let text = format!("⛔ {} Nothing was done.", sanitize(&e.to_string(), 400));
+                return self.reply(poster, cmd, &text).await;
+            }
+        };
+        let Some(permit) = self.limits.try_open() else {
+            let text = self.cap_message();
+            return self.reply(poster, cmd, &text).await;
+        };
+        if let Err(e) = poster.defer_ephemeral(cmd).await {
+            tracing::warn!(error = %super::post::describe(&e), "could not acknowledge /fix-immutable-id; not planning");
+            return;
+        }
+        let plan = match self.engine.plan(&req).await {
+            Ok(p) => p,
+            Err(PlanError::Refused(r)) => {
+                let text = format!(
+                    "⛔ refused: {} Nothing was changed.",
+                    sanitize(&r.to_string(), 1500)
+                );
+                return self.edit_reply(poster, cmd, &text).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "planning failed");
+                let text = format!(
+                    "⚠ could not plan: {}. Nothing was changed; try again in a minute.",
+                    sanitize(&e.to_string(), 1500)
+                );
+                return self.edit_reply(poster, cmd, &text).await;
+            }
+        };
+        let Some(guild) = cmd.guild_id else { return };
+        // The TTL runs from the run's creation in the store, which a restart keeps.
+        let created = self
+            .engine
+            .store()
+            .run(&plan.run.to_string())
+            .ok()
+            .flatten()
+            .map_or_else(now_ms, |r| r.created_at_ms);
+        let expires_ms = created + self.policy.ttl.as_millis() as i64;
+        let expires_unix = (expires_ms + 999) / 1000;
+        let plan_text = plan_message(&plan, self.policy.ttl);
+        let first = compose(
+            &plan_text,
+            &PlanState::Awaiting {
+                expires_unix,
+                have: 0,
+                need: self.policy.approvals_required,
+            },
+        );
+        let message = match poster.send(cmd.channel_id, &first, &[]).await {
+            Ok(m) => m,
+            Err(e) => {
+                let why = super::post::describe(&e);
+                let _ = self.engine.close_unexecuted_by(
+                    plan.run,
+                    RunState::Cancelled,
+                    &self.system_actor(),
+                );
+                let text = format!("⚠ could not post the plan in this channel ({why}); nothing was changed. Check the bot's permissions (Send Messages, Add Reactions, Create Public Threads).");
+                return self.edit_reply(poster, cmd, &text).await;
+            }
+        };
+        let place = Place {
+            run: plan.run,
+            guild,
+            channel: cmd.channel_id,
+            message,
+            requester: user,
+        };
+        // Stored at once: a restart from here on finds the plan message.
+        self.save_place(&place, false);
+        let slot = Arc::new(Slot {
+            place,
+            plan_text,
+            expires_unix,
+            state: Mutex::new(SlotState {
+                approval: PendingApproval::new(plan.run, actor, created),
+                open: true,
+                timer: None,
+                permit: Some(permit),
+            }),
+            plan,
+        });
+        // Hold the run while it is set up: an approver fast enough to react before the thread
+        // exists waits here instead of finding no thread.
+        let mut st = slot.state.lock().await;
+        self.pending.insert(message.get(), Arc::clone(&slot));
+        if let Err(e) = self.set_up(poster, &slot).await {
+            let why = super::post::describe(&e);
+            self.close(&slot, &mut st, true);
+            let _ = self.engine.close_unexecuted_by(
+                slot.run(),
+                RunState::Cancelled,
+                &self.system_actor(),
+            );
+            self.edit_message(
+                poster,
+                &place,
+                &compose(&slot.plan_text, &PlanState::Abandoned { why: why.clone() }),
+            )
+            .await;
+            let text = format!("⚠ could not set up the approval ({why}); nothing was changed. Check the bot's permissions (Add Reactions, Create Public Threads, Send Messages in Threads).");
+            return self.edit_reply(poster, cmd, &text).await;
+        }
+        self.save_place(&place, true);
+        st.timer = Some(self.start_timer(poster, &slot, expires_ms));
+        drop(st);
+        let link = format!(
+            "https://discord.com/channels/{}/{}/{}",
+            guild.get(),
+            place.channel.get(),
+            message.get()
+        );
+        let text = format!(
+            "📝 plan posted for {} (run `{}`): {link}\nAn approver reacts ✅ on it (❌ rejects); it expires <t:{expires_unix}:R>. Steps will be posted in its thread.",
+            slot.plan.upn,
+            slot.run().short()
+        );
+        self.edit_reply(poster, cmd, &text).await;
+    }
+
+    /// Seeds ✅ and ❌ on the plan message and starts its thread (idempotent on Discord's side
+    /// for the reactions; the thread is created once).
+    pub(super) async fn set_up(&self, poster: &Poster, slot: &Slot) -> serenity::Result<()> {
+        let p = &slot.place;
+        poster
+            .react(p.channel, p.message, reactions::APPROVE)
+            .await?;
+        poster.react(p.channel, p.message, REJECT).await?;
+        let name = format!("fix {} · {}", slot.plan.upn, slot.run().short());
+        match poster
+            .thread(
+                p.channel,
+                p.message,
+                &name,
+                self.settings.thread_auto_archive_minutes,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Created before (by a process that died before recording it): it is there.
+            Err(serenity::Error::Http(serenity::all::HttpError::UnsuccessfulRequest(r)))
+                if r.error.code == THREAD_ALREADY_CREATED =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Finds a run awaiting approval by id or prefix (at least 4 characters).
+    fn find_pending(&self, run: &str) -> Result<Arc<Slot>, String> {
+        let key = run.trim().to_ascii_lowercase();
+        if key.len() < 4 || !key.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            return Err(format!(
+                "`{}` is not a run id; give at least its first 4 characters as shown in the plan.",
+                sanitize(run, 40).replace('`', "'")
+            ));
+        }
+        let found: Vec<Arc<Slot>> = self
+            .pending
+            .iter()
+            .filter(|s| {
+                s.run().to_string().starts_with(&key)
+                    || s.run().as_uuid().simple().to_string().starts_with(&key)
+            })
+            .map(|s| Arc::clone(s.value()))
+            .collect();
+        match found.len() {
+            1 => Ok(found.into_iter().next().expect("one")),
+            0 => Err(match self.engine.store().runs_by_prefix(&key) {
+                Ok(rows) if rows.len() == 1 => format!(
+                    "run `{}` is {}; only a run awaiting approval can be cancelled.",
+                    short_id(&rows[0].id),
+                    rows[0].state.as_str().replace('_', " ")
+                ),
+                _ => format!("no run awaiting approval starts with `{key}`."),
+            }),
+            n => Err(format!(
+                "{n} runs start with `{key}`; give more characters."
+            )),
+        }
+    }
+
+    async fn cancel(&self, poster: &Poster, actor: &Actor, roles: &[String], run: &str) -> String {
+        let slot = match self.find_pending(run) {
+            Ok(s) => s,
+            Err(e) => return format!("⛔ {e}"),
+        };
+        let mut st = slot.state.lock().await;
+        let own = st.approval.requester.id == actor.id;
+        if !own && !self.policy.may_approve(roles) {
+            return "⛔ only the requester or an approver can cancel a run.".into();
+        }
+        if !st.open {
+            return format!(
+                "⛔ run `{}` is no longer awaiting approval (it was approved, rejected or expired).",
+                slot.run().short()
+            );
+        }
+        match self
+            .engine
+            .close_unexecuted_by(slot.run(), RunState::Cancelled, actor)
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                self.close(&slot, &mut st, true);
+                return format!(
+                    "⛔ run `{}` has already moved on; nothing was cancelled.",
+                    slot.run().short()
+                );
+            }
+            Err(e) => {
+                tracing::error!(run = %slot.run(), error = %format!("{e:#}"), "could not record a cancellation");
+                return "⚠ could not record the cancellation; try again.".into();
+            }
+        }
+        self.close(&slot, &mut st, true);
+        drop(st);
+        let text = format!(
+            "🛑 cancelled by {}; nothing was changed.",
+            sanitize(&actor.name, 64)
+        );
+        self.thread_say(poster, &slot.place, &text, &[]).await;
+        self.edit_plan(
+            poster,
+            &slot,
+            &PlanState::Cancelled {
+                by: actor.name.clone(),
+            },
+        )
+        .await;
+        format!(
+            "🛑 run `{}` for {} is cancelled.",
+            slot.run().short(),
+            slot.plan.upn
+        )
+    }
+}

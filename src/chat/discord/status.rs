@@ -1,0 +1,157 @@
+//! `/fix-status`: the runs awaiting approval, running and recent, or one run with its journal;
+//! all from the store, so it survives restarts.
+
+use super::bot::Bot;
+use crate::chat::render::sanitize;
+use crate::domain::RunState;
+
+pub(super) fn short_id(id: &str) -> &str {
+    &id[..8.min(id.len())]
+}
+
+impl Bot {
+    pub(super) fn status(&self, run: Option<&str>) -> String {
+        match run {
+            Some(r) => self.status_of(r),
+            None => self.status_all(),
+        }
+    }
+
+    /// Everything from the store, so it survives restarts.
+    fn status_all(&self) -> String {
+        let store = self.engine.store();
+        let ttl_ms = self.policy.ttl.as_millis() as i64;
+        let mut out = String::new();
+        match store.runs_in_state(RunState::AwaitingApproval) {
+            Ok(rows) => {
+                out.push_str(&format!("**Awaiting approval ({})**\n", rows.len()));
+                for r in rows.iter().take(10) {
+                    out.push_str(&format!(
+                        "• `{}` {} · by {} · expires <t:{}:R>\n",
+                        short_id(&r.id),
+                        sanitize(&r.upn, 100),
+                        sanitize(&r.requester_name, 64),
+                        (r.created_at_ms + ttl_ms + 999) / 1000
+                    ));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "could not read runs awaiting approval");
+                out.push_str("(runs awaiting approval could not be read)\n");
+            }
+        }
+        let running: anyhow::Result<Vec<_>> = [RunState::Approved, RunState::Running]
+            .into_iter()
+            .map(|s| store.runs_in_state(s))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map(|v| v.into_iter().flatten().collect());
+        match running {
+            Ok(rows) => {
+                out.push_str(&format!("**Running ({})**\n", rows.len()));
+                for r in rows.iter().take(10) {
+                    let by = store
+                        .approvers(&r.id)
+                        .map(|v| v.into_iter().map(|(_, n)| n).collect::<Vec<_>>())
+                        .unwrap_or_default();
+                    out.push_str(&format!(
+                        "• `{}` {} · by {} · approved by {} · since <t:{}:R>\n",
+                        short_id(&r.id),
+                        sanitize(&r.upn, 100),
+                        sanitize(&r.requester_name, 64),
+                        sanitize(&by.join(", "), 128),
+                        r.updated_at_ms / 1000
+                    ));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "could not read running runs");
+                out.push_str("(running runs could not be read)\n");
+            }
+        }
+        match store.recent_runs(10) {
+            Ok(rows) => {
+                out.push_str("**Recent**\n");
+                for r in rows {
+                    out.push_str(&format!(
+                        "• `{}` {} · {} · by {}\n",
+                        short_id(&r.id),
+                        sanitize(&r.upn, 100),
+                        r.state.as_str().replace('_', " "),
+                        sanitize(&r.requester_name, 64)
+                    ));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "could not read recent runs");
+                out.push_str("(recent runs could not be read)\n");
+            }
+        }
+        out
+    }
+
+    fn status_of(&self, run: &str) -> String {
+        let key = run.trim().to_ascii_lowercase();
+        if key.len() < 4 || !key.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            return "⛔ give a run id, or at least its first 4 characters.".into();
+        }
+        let rows = match self.engine.store().runs_by_prefix(&key) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "could not read runs");
+                return "⚠ could not read the store; try again.".into();
+            }
+        };
+        let row = match rows.as_slice() {
+            [one] => one,
+            [] => return format!("no run starts with `{key}`."),
+            many => {
+                return format!(
+                    "{} runs start with `{key}`; give more characters.",
+                    many.len()
+                )
+            }
+        };
+        let mut out = format!(
+            "**Run `{}`** {} · {} · requested by {}\n",
+            short_id(&row.id),
+            sanitize(&row.upn, 100),
+            row.state.as_str().replace('_', " "),
+            sanitize(&row.requester_name, 64)
+        );
+        if let Ok(by) = self.engine.store().approvers(&row.id) {
+            if !by.is_empty() {
+                let names: Vec<String> = by.into_iter().map(|(_, n)| n).collect();
+                out.push_str(&format!(
+                    "Approved by {}\n",
+                    sanitize(&names.join(", "), 256)
+                ));
+            }
+        }
+        match self.engine.store().journal(&row.id) {
+            Ok(entries) if entries.is_empty() => out.push_str("No writes were made.\n"),
+            Ok(entries) => {
+                for j in entries.iter().take(30) {
+                    out.push_str(&format!(
+                        "• step {} · {} · {}{}{}\n",
+                        sanitize(&j.step, 16),
+                        sanitize(&j.api, 64),
+                        sanitize(j.outcome.as_deref().unwrap_or("no outcome recorded"), 64),
+                        j.error_code
+                            .as_deref()
+                            .map(|c| format!(" [{}]", sanitize(c, 64)))
+                            .unwrap_or_default(),
+                        j.request_id
+                            .as_deref()
+                            .map(|r| format!(" · request-id {}", sanitize(r, 64)))
+                            .unwrap_or_default(),
+                    ));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the journal");
+                out.push_str("(the journal could not be read)\n");
+            }
+        }
+        out
+    }
+}
