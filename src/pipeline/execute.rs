@@ -185,7 +185,19 @@ pub(crate) async fn resume(
         }
     };
     let wrote = records.iter().any(|r| r.label.is_write());
-    let note = if wrote {
+    // The step the process died in: the one with a call in flight, else the last recorded.
+    let during = records
+        .iter()
+        .rev()
+        .find(|r| r.died)
+        .or_else(|| records.last())
+        .and_then(|r| r.label.step());
+    let note = if let (true, Some(step)) = (wrote, during) {
+        format!(
+            "the bot restarted during step {}; settling the run from its journal",
+            step.number()
+        )
+    } else if wrote {
         "the bot restarted during this run; settling it from its journal".to_owned()
     } else {
         "the bot restarted before this run's first write; running it now, once".to_owned()
