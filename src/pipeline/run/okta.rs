@@ -1,0 +1,431 @@
+//! The Okta half's actions: join and leave the shared pause, the Deactivate re-check, the
+//! unassign, the assign (new value or saved profile), and the read that verifies it.
+
+use super::{failed, outcome_of, pause_failure, request_ids, Exec};
+use crate::directory::okta::{AppUserCredentials, AssignAppUser};
+use crate::directory::Reply;
+use crate::pipeline::capabilities::{deactivate_enabled, describe};
+use crate::pipeline::decide::{Action, Record, Shape};
+use crate::pipeline::journal::ApiFailure;
+use crate::pipeline::outcome::{Verdict, OKTA_NOT_FOUND};
+use crate::pipeline::pause::{Left, PauseError};
+use crate::pipeline::report::{Phase, StepKind, StepOutcome, StepReport};
+use crate::pipeline::steps::Label;
+use serde_json::{json, Value};
+use std::time::Instant;
+
+impl Exec<'_> {
+    pub(super) async fn pause(&self, a: &Action, t0: Instant) -> (Record, Vec<StepReport>) {
+        let app = self.ctx.okta.app_id().to_owned();
+        let joined: std::sync::Mutex<Option<Result<crate::pipeline::pause::Joined, PauseError>>> =
+            std::sync::Mutex::new(None);
+        let (mut record, answer) = self
+            .write(
+                a,
+                &app,
+                &Value::Null,
+                &json!("paused"),
+                || async {
+                    let r = self.ctx.pause.join(self.run()).await;
+                    let out = match &r {
+                        Ok(_) => Ok(Reply {
+                            value: (),
+                            request_id: None,
+                        }),
+                        Err(e) => Err(pause_failure(e)),
+                    };
+                    *joined.lock().expect("not poisoned") = Some(r);
+                    out
+                },
+                |_| Value::Null,
+                &[],
+            )
+            .await;
+        let joined = joined.into_inner().expect("not poisoned");
+        let (outcome, before, after) = match (&joined, &answer) {
+            (Some(Ok(j)), _) => {
+                record.result = json!({"first": j.first, "snapshot": j.snapshot});
+                let after = if j.first {
+                    format!("paused ({} → all off)", describe(&j.snapshot))
+                } else {
+                    "joined the provisioning pause already in place".to_owned()
+                };
+                (StepOutcome::Done, describe(&j.snapshot), after)
+            }
+            (_, Err(f)) => (
+                failed(f),
+                describe(&self.plan.provisioning_before),
+                "not paused".into(),
+            ),
+            _ => (StepOutcome::Done, String::new(), "paused".into()),
+        };
+        // A join that failed left no holder behind: the manager cleans up its own window.
+        if record.verdict == Verdict::Unknown {
+            record.verdict = Verdict::Refused;
+        }
+        let report = self.step_report(
+            StepKind::PauseProvisioning,
+            Phase::Forward,
+            outcome,
+            before,
+            after,
+            t0,
+            vec![],
+        );
+        (record, vec![report])
+    }
+
+    pub(super) async fn check_deactivate(
+        &self,
+        a: &Action,
+        t0: Instant,
+    ) -> (Record, Vec<StepReport>) {
+        let app = self.ctx.okta.app_id().to_owned();
+        match self.ctx.okta.provisioning().await {
+            Ok(r) => {
+                let on = deactivate_enabled(&r.value.capabilities);
+                let rec = self.check(
+                    a,
+                    &app,
+                    Verdict::Ok,
+                    None,
+                    r.request_id.as_deref(),
+                    json!({"deactivate": on}),
+                );
+                let reports = if on {
+                    vec![self.step_report(
+                        StepKind::Unassign,
+                        Phase::Forward,
+                        StepOutcome::Failed {
+                            code: Some("DeactivateEnabled".into()),
+                            message: "Deactivate was switched back on in Okta during the run; unassigning now would deprovision the user in Office 365, so the unassign was not sent".into(),
+                        },
+                        "assigned".into(),
+                        "assigned (unchanged)".into(),
+                        t0,
+                        r.request_id.into_iter().collect(),
+                    )]
+                } else {
+                    vec![]
+                };
+                (rec, reports)
+            }
+            Err(e) => {
+                let f = ApiFailure::from_okta(&e);
+                let rec = self.check(
+                    a,
+                    &app,
+                    Verdict::Unknown,
+                    f.code.as_deref(),
+                    f.request_id.as_deref(),
+                    Value::Null,
+                );
+                let report = self.step_report(
+                    StepKind::Unassign,
+                    Phase::Forward,
+                    StepOutcome::Failed {
+                        code: f.code.clone(),
+                        message: format!("could not re-check Deactivate before unassigning ({f}); the unassign was not sent"),
+                    },
+                    "assigned".into(),
+                    "assigned (unchanged)".into(),
+                    t0,
+                    f.request_id.into_iter().collect(),
+                );
+                (rec, vec![report])
+            }
+        }
+    }
+
+    pub(super) async fn unassign(&self, a: &Action, t0: Instant) -> (Record, Vec<StepReport>) {
+        let plan = self.plan;
+        let profile = serde_json::to_value(&plan.app_user_before).unwrap_or_default();
+        if let Err(e) = self.ctx.store.save_app_profile(
+            &plan.run.to_string(),
+            plan.okta_user_id.as_str(),
+            &profile,
+        ) {
+            let mut rec = Record::new(a.label, Verdict::Refused);
+            rec.code = Some("ProfileNotSaved".into());
+            let report = self.step_report(
+                StepKind::Unassign,
+                Phase::Forward,
+                StepOutcome::Failed {
+                    code: rec.code.clone(),
+                    message: format!("could not save the app profile first ({e:#}), so the user was not unassigned"),
+                },
+                "assigned".into(),
+                "assigned (unchanged)".into(),
+                t0,
+                vec![],
+            );
+            return (rec, vec![report]);
+        }
+        let (record, answer) = self
+            .write(
+                a,
+                plan.okta_user_id.as_str(),
+                &profile,
+                &Value::Null,
+                || async {
+                    self.ctx
+                        .okta
+                        .unassign(&plan.okta_user_id)
+                        .await
+                        .map_err(|e| ApiFailure::from_okta(&e))
+                },
+                |_| Value::Null,
+                &[(404, OKTA_NOT_FOUND)],
+            )
+            .await;
+        let after = match record.verdict {
+            Verdict::Ok => "unassigned (sendEmail=false; profile saved)",
+            Verdict::Refused => "assigned (unchanged)",
+            Verdict::Unknown => "unknown: may be unassigned, so the reassign is mandatory",
+        };
+        let rids = request_ids(&answer);
+        let report = self.step_report(
+            StepKind::Unassign,
+            if a.attempt > 0 {
+                Phase::RollForward
+            } else {
+                Phase::Forward
+            },
+            outcome_of(&record, &answer),
+            "assigned".into(),
+            after.into(),
+            t0,
+            rids,
+        );
+        (record, vec![report])
+    }
+
+    fn assign_body(&self, immutable_id: Option<String>) -> AssignAppUser {
+        let plan = self.plan;
+        let mut profile = plan.app_user_before.profile.clone();
+        // Mapped properties are filled by Okta; sending them fails the assignment.
+        profile.retain(|k, _| !plan.mapped_properties.iter().any(|m| m == k));
+        match immutable_id {
+            Some(id) => {
+                profile.insert("immutableId".into(), Value::String(id));
+            }
+            None => {
+                if let Some(old) = plan.okta_immutable_id_before() {
+                    if !plan.mapped_properties.iter().any(|m| m == "immutableId") {
+                        profile.insert("immutableId".into(), Value::String(old.to_owned()));
+                    }
+                }
+            }
+        }
+        AssignAppUser {
+            id: plan.okta_user_id.to_string(),
+            scope: "USER".into(),
+            credentials: AppUserCredentials {
+                user_name: Some(
+                    plan.app_user_before
+                        .user_name()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| plan.upn.to_string()),
+                ),
+            },
+            profile,
+        }
+    }
+
+    pub(super) async fn assign(
+        &self,
+        shape: &Shape,
+        a: &Action,
+        immutable_id: Option<String>,
+        t0: Instant,
+    ) -> (Record, Vec<StepReport>) {
+        let body = self.assign_body(immutable_id.clone());
+        let intended = serde_json::to_value(&body).unwrap_or_default();
+        let (record, answer) = self
+            .write(
+                a,
+                self.plan.okta_user_id.as_str(),
+                &Value::Null,
+                &intended,
+                || async {
+                    self.ctx
+                        .okta
+                        .assign(&body)
+                        .await
+                        .map_err(|e| ApiFailure::from_okta(&e))
+                },
+                |u: &crate::directory::okta::AppUser| json!({"immutableId": u.immutable_id()}),
+                &[],
+            )
+            .await;
+        let sent = body
+            .profile
+            .get("immutableId")
+            .and_then(Value::as_str)
+            .unwrap_or("<none>")
+            .to_owned();
+        let phase = match a.label {
+            Label::AssignSaved => Phase::Compensation,
+            _ if a.attempt > 0 => Phase::RollForward,
+            _ => Phase::Forward,
+        };
+        let rids = request_ids(&answer);
+        let after = match record.verdict {
+            Verdict::Ok => format!("assigned, ImmutableID {sent} (licenses and roles kept)"),
+            _ => format!("not assigned with ImmutableID {sent}"),
+        };
+        let mut reports = vec![self.step_report(
+            StepKind::Reassign,
+            phase,
+            outcome_of(&record, &answer),
+            "unassigned".into(),
+            after,
+            t0,
+            rids.clone(),
+        )];
+        // The assign answers with the app user: when it shows the value, that is step 8's read.
+        let seen = record.result.get("immutableId").and_then(Value::as_str);
+        if a.label == Label::Assign && record.verdict == Verdict::Ok && seen == Some(sent.as_str())
+        {
+            let _ = shape;
+            reports.push(
+                self.step_report(
+                    StepKind::VerifyOkta,
+                    Phase::Forward,
+                    StepOutcome::Done,
+                    shape
+                        .okta_id_before
+                        .clone()
+                        .unwrap_or_else(|| "<none>".into()),
+                    format!("{sent} (as Okta's answer to the assign shows)"),
+                    t0,
+                    rids,
+                ),
+            );
+        }
+        (record, reports)
+    }
+
+    pub(super) async fn verify_okta(
+        &self,
+        a: &Action,
+        want: &str,
+        t0: Instant,
+    ) -> (Record, Vec<StepReport>) {
+        let policy = &self.ctx.policy;
+        let mut seen: Option<String> = None;
+        let mut rids = Vec::new();
+        let mut read = false;
+        for attempt in 1..=policy.verify_attempts.max(1) {
+            if let Ok(r) = self.ctx.okta.app_user(&self.plan.okta_user_id).await {
+                read = true;
+                rids.extend(r.request_id);
+                seen = r
+                    .value
+                    .as_ref()
+                    .and_then(|u| u.immutable_id().map(str::to_owned));
+                if seen.as_deref() == Some(want) {
+                    break;
+                }
+            }
+            if attempt < policy.verify_attempts {
+                tokio::time::sleep(policy.verify_interval).await;
+            }
+        }
+        let verdict = if read { Verdict::Ok } else { Verdict::Unknown };
+        let rec = self.check(
+            a,
+            self.plan.okta_user_id.as_str(),
+            verdict,
+            None,
+            None,
+            json!({"immutableId": seen}),
+        );
+        let shown = seen.clone().unwrap_or_else(|| "<none>".into());
+        let outcome = if seen.as_deref() == Some(want) {
+            StepOutcome::Done
+        } else {
+            StepOutcome::Failed {
+                code: None,
+                message: format!("Okta holds {shown}, not the value assigned (a profile mapping may override it)"),
+            }
+        };
+        let report = self.step_report(
+            StepKind::VerifyOkta,
+            Phase::Forward,
+            outcome,
+            shown,
+            want.to_owned(),
+            t0,
+            rids,
+        );
+        (rec, vec![report])
+    }
+
+    pub(super) async fn resume(&self, a: &Action, t0: Instant) -> (Record, Vec<StepReport>) {
+        let app = self.ctx.okta.app_id().to_owned();
+        let left: std::sync::Mutex<Option<Result<Left, PauseError>>> = std::sync::Mutex::new(None);
+        let (mut record, answer) = self
+            .write(
+                a,
+                &app,
+                &json!("paused"),
+                &json!("left"),
+                || async {
+                    let r = self.ctx.pause.leave(self.run()).await;
+                    let out = match &r {
+                        Ok(_) => Ok(Reply {
+                            value: (),
+                            request_id: None,
+                        }),
+                        Err(e) => Err(pause_failure(e)),
+                    };
+                    *left.lock().expect("not poisoned") = Some(r);
+                    out
+                },
+                |_| Value::Null,
+                &[],
+            )
+            .await;
+        let left = left.into_inner().expect("not poisoned");
+        let (outcome, after) = match &left {
+            Some(Ok(Left::Restored)) => {
+                record.result = json!({"restored": true});
+                (
+                    StepOutcome::Done,
+                    "restored exactly as before (read back and compared)".to_owned(),
+                )
+            }
+            Some(Ok(Left::HeldByOthers(n))) => {
+                record.result = json!({"restored": false, "others": n});
+                (StepOutcome::Done, format!("left the pause; {n} other run(s) still in it, the last one out restores it"))
+            }
+            Some(Ok(Left::Lingering(n))) => {
+                record.result = json!({"restored": false, "others": n});
+                (StepOutcome::Done, format!("left the pause; held briefly for {n} run(s) about to join, restored when they finish"))
+            }
+            _ => {
+                let why = match &answer {
+                    Err(f) => f.message.clone(),
+                    Ok(_) => "unknown".into(),
+                };
+                (
+                    StepOutcome::NeedsHuman(format!(
+                        "Okta provisioning for the Office 365 app is still PAUSED ({why}); the bot keeps retrying the restore. If it does not recover: PUT /api/v1/apps/{app}/features/USER_PROVISIONING with the snapshot the thread's summary gives"
+                    )),
+                    "restore failed".into(),
+                )
+            }
+        };
+        let report = self.step_report(
+            StepKind::ResumeProvisioning,
+            Phase::Forward,
+            outcome,
+            "paused".into(),
+            after,
+            t0,
+            vec![],
+        );
+        (record, vec![report])
+    }
+}
