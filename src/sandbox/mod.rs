@@ -102,7 +102,9 @@ pub enum FaultAction {
         code: String,
         message: String,
     },
-    /// 429 (Graph: with `Retry-After` when given; Okta: `E0000047` with rate-limit headers).
+    /// 429 (Graph: with `Retry-After` when given; Okta: `E0000047` with rate-limit headers
+    /// whose reset is `retry_after` seconds (default 1) from now, as a concurrency-limit 429
+    /// names, so usually earlier than the bucket's per-minute window).
     Throttle { retry_after: Option<String> },
     /// Answer normally, but only after this delay.
     Delay(Duration),
