@@ -2,6 +2,7 @@
 
 mod client;
 mod error;
+mod link;
 mod model;
 mod pacing;
 
