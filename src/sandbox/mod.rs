@@ -110,6 +110,15 @@ pub enum FaultAction {
     Delay(Duration),
     /// Serve the call normally (the change is made), then hold the answer this long.
     HoldReply(Duration),
+    /// Serve the call normally (the change is made), then answer with this error instead of the
+    /// success, in the service's own envelope: a write that landed although the client was told
+    /// it failed. A call the sandbox refuses anyway (auth, rate limit, not found) keeps its own
+    /// refusal, since nothing was applied.
+    ApplyThenFail {
+        status: u16,
+        code: String,
+        message: String,
+    },
     /// Someone switches Deactivate on in Okta just before this call is served normally.
     EnableDeactivate,
 }
