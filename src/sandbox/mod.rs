@@ -283,6 +283,21 @@ impl Sandbox {
         self.state().calls.clear();
     }
 
+    /// Removes an Entra user's ImmutableID, as for a user created in the cloud and never given
+    /// one: a fresh federated user to repair (ADELE's case) beyond the one the scenario seeds.
+    /// `false` if there is no such user.
+    pub fn clear_entra_immutable_id(&self, upn_or_id: &str) -> bool {
+        let mut st = self.state();
+        let Some(i) = st.entra_find_current(upn_or_id) else {
+            return false;
+        };
+        let e = &mut st.entra[i];
+        e.current
+            .insert("onPremisesImmutableId".into(), Value::Null);
+        e.prev = None;
+        true
+    }
+
     /// The Entra user as stored (no lag), by UPN (case-insensitive) or object id.
     pub fn entra_user(&self, upn_or_id: &str) -> Option<EntraUser> {
         let st = self.state();

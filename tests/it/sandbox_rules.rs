@@ -1007,3 +1007,27 @@ async fn apply_then_fail_leaves_a_refused_call_refused() {
     assert_eq!(r.status, 404, "nothing was applied, so nothing to pretend");
     assert_eq!(r.okta_code(), "E0000007");
 }
+
+#[tokio::test]
+async fn a_cleared_immutable_id_makes_a_user_fresh_like_adele() {
+    let sb = sandbox().await;
+    let tok = token(&sb).await;
+    let fresh = ordinary_upn(1);
+    assert!(sb.clear_entra_immutable_id(&fresh));
+    assert!(!sb.clear_entra_immutable_id("nobody@contoso.com"));
+    let id = entra_id(&sb, &fresh);
+    let r = get(
+        &sb,
+        &tok,
+        &format!("/users/{id}?$select=id,onPremisesImmutableId"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["onPremisesImmutableId"], Value::Null);
+    // Like adele, it can leave the federated domain but not come back without an ImmutableID.
+    let tmp = "user0001@contoso.onmicrosoft.com";
+    let r = patch(&sb, &tok, &id, json!({"userPrincipalName": tmp})).await;
+    assert_eq!(r.status, 204);
+    let r = patch(&sb, &tok, &id, json!({"userPrincipalName": fresh})).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+}
