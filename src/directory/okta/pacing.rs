@@ -134,7 +134,7 @@ enum Next {
     Go {
         probe: bool,
     },
-    /// Until the window resets.
+    /// Until the window resets, or a 429's hold ends.
     Sleep(Duration),
     /// Until a response brings headers.
     AwaitNews,
