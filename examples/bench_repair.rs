@@ -1,6 +1,8 @@
 //! Repair benchmarks against the sandbox tenant (figures, not assertions):
 //!
-//! 1. one repair's wall time against its critical path (sequential calls × per-call latency);
+//! 1. one repair's wall time against its critical path (sequential calls × per-call latency),
+//!    and against the seed's manual procedure run call after call with plain reqwest on the same
+//!    sandbox (the baseline the bot has to beat);
 //! 2. one hundred repairs started together under an Okta limit of 600 requests/minute:
 //!    completion time against the bound that limit sets, and 429s that reached a step.
 //!
@@ -10,11 +12,13 @@ use o365_fixbot::config::RepairPolicy;
 use o365_fixbot::directory::graph::GraphClient;
 use o365_fixbot::directory::okta::OktaClient;
 use o365_fixbot::directory::HttpSettings;
-use o365_fixbot::domain::Actor;
+use o365_fixbot::domain::{Actor, ImmutableId};
 use o365_fixbot::pipeline::{Engine, RepairRequest, Reporter, RunOutcome};
-use o365_fixbot::sandbox::scenario::{ordinary_upn, ADELE, ALEX};
+use o365_fixbot::sandbox::scenario::{ordinary_upn, ADELE, ALEX, INITIAL_DOMAIN};
 use o365_fixbot::sandbox::{Sandbox, SandboxOptions};
 use o365_fixbot::store::Store;
+use reqwest::Method;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 /// Calls that must happen one after another in one federated repair, by phase:
@@ -62,7 +66,7 @@ async fn repair(engine: &Engine, upn: &str) -> (RunOutcome, Duration, Duration) 
 }
 
 async fn single() {
-    let latency = Duration::from_millis(25);
+    let latency = Duration::from_millis(150);
     let sb = Sandbox::start(SandboxOptions {
         latency,
         ordinary_users: 10,
@@ -74,16 +78,19 @@ async fn single() {
     // Warm up: token fetched, Okta pacing buckets learned.
     let (o, _, _) = repair(&engine, ALEX).await;
     assert_eq!(o, RunOutcome::Repaired);
+    sb.reset_calls();
     let (o, plan, exec) = repair(&engine, ADELE).await;
     assert_eq!(o, RunOutcome::Repaired);
+    let bot_calls = sb.calls().len();
     let wall = plan + exec;
     let critical = latency * CRITICAL_PATH_CALLS;
     println!(
-        "single repair (federated user, {} ms per API call):",
+        "single repair (federated user without an ImmutableID, {} ms per API call):",
         latency.as_millis()
     );
     println!(
-        "  plan {:>6.0} ms   execute {:>6.0} ms   total {:>6.0} ms",
+        "  bot, request → done: plan {:>6.0} ms   execute {:>6.0} ms   total {:>6.0} ms   \
+         ({bot_calls} API calls)",
         ms(plan),
         ms(exec),
         ms(wall)
@@ -97,6 +104,216 @@ async fn single() {
         "  wall / critical path = {:.2}×",
         wall.as_secs_f64() / critical.as_secs_f64()
     );
+
+    // The same kind of user for the baseline: federated, no ImmutableID yet.
+    let fresh = ordinary_upn(1);
+    assert!(sb.clear_entra_immutable_id(&fresh), "{fresh} exists");
+    sb.reset_calls();
+    let (made, seq) = sequential(&sb, &fresh).await;
+    let served = sb.calls().len();
+    println!(
+        "  sequential manual procedure (plain reqwest, one call after another): {made} calls \
+         made ({served} served) in {:>6.0} ms",
+        ms(seq)
+    );
+    println!(
+        "  bot / sequential = {:.2}×",
+        wall.as_secs_f64() / seq.as_secs_f64()
+    );
+}
+
+/// The seed's manual procedure for `upn` (a federated user), each call awaited before the next,
+/// as an admin runs it by hand: Graph token, read user, read domain, UPN to the initial domain,
+/// set the ImmutableID, UPN back, verify; Okta: read provisioning, switch it all off, read the
+/// app user, unassign, reassign with the new ID and the saved profile, verify, restore
+/// provisioning, read it back. Returns the calls made and the wall time.
+async fn sequential(sb: &Sandbox, upn: &str) -> (u32, Duration) {
+    let mut m = Manual::new(sb);
+    // The admin has the Okta user open in the Admin Console: no API call finds the id.
+    let okta_user = sb.okta_user_id(upn).expect("okta user");
+    let new_id = ImmutableId::from_guid(uuid::Uuid::new_v4());
+    let new_id = new_id.as_str();
+    let started = Instant::now();
+
+    let token = m
+        .token()
+        .await
+        .get("access_token")
+        .and_then(Value::as_str)
+        .expect("access_token")
+        .to_owned();
+    let select = "?$select=id,userPrincipalName,onPremisesImmutableId";
+    let user = m
+        .graph(
+            &token,
+            Method::GET,
+            &format!("/users/{upn}{select}"),
+            None,
+            200,
+        )
+        .await;
+    let id = user["id"].as_str().expect("user id").to_owned();
+    let (local, domain) = upn.split_once('@').expect("a UPN");
+    let d = m
+        .graph(
+            &token,
+            Method::GET,
+            &format!("/domains/{domain}"),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(d["authenticationType"], "Federated", "{d}");
+    let user_path = format!("/users/{id}");
+    let temporary = format!("{local}@{INITIAL_DOMAIN}");
+    for body in [
+        json!({ "userPrincipalName": temporary }),
+        json!({ "onPremisesImmutableId": new_id }),
+        json!({ "userPrincipalName": upn }),
+    ] {
+        m.graph(&token, Method::PATCH, &user_path, Some(body), 204)
+            .await;
+    }
+    let check = m
+        .graph(
+            &token,
+            Method::GET,
+            &format!("{user_path}{select}"),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(check["onPremisesImmutableId"], new_id, "{check}");
+    assert_eq!(check["userPrincipalName"], upn, "{check}");
+
+    let feature = format!("/apps/{}/features/USER_PROVISIONING", sb.creds.app_id);
+    let app_user_path = format!("/apps/{}/users/{okta_user}", sb.creds.app_id);
+    let saved = m.okta(Method::GET, &feature, None, 200).await["capabilities"].clone();
+    m.okta(Method::PUT, &feature, Some(all_off(&saved)), 200)
+        .await;
+    let app_user = m.okta(Method::GET, &app_user_path, None, 200).await;
+    m.okta(
+        Method::DELETE,
+        &format!("{app_user_path}?sendEmail=false"),
+        None,
+        204,
+    )
+    .await;
+    let mut profile = app_user["profile"].clone();
+    profile["immutableId"] = json!(new_id);
+    let assign = json!({
+        "id": okta_user,
+        "scope": "USER",
+        "credentials": { "userName": app_user["credentials"]["userName"] },
+        "profile": profile,
+    });
+    m.okta(
+        Method::POST,
+        &format!("/apps/{}/users", sb.creds.app_id),
+        Some(assign),
+        200,
+    )
+    .await;
+    let check = m.okta(Method::GET, &app_user_path, None, 200).await;
+    assert_eq!(check["profile"]["immutableId"], new_id, "{check}");
+    m.okta(Method::PUT, &feature, Some(saved.clone()), 200)
+        .await;
+    let restored = m.okta(Method::GET, &feature, None, 200).await;
+    assert_eq!(restored["capabilities"], saved, "provisioning restored");
+    (m.calls, started.elapsed())
+}
+
+/// `capabilities` with every `status` switched to `DISABLED`.
+fn all_off(capabilities: &Value) -> Value {
+    match capabilities {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let v = if k == "status" {
+                        json!("DISABLED")
+                    } else {
+                        all_off(v)
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Plain reqwest against the sandbox, counting every request sent.
+struct Manual<'a> {
+    sb: &'a Sandbox,
+    http: reqwest::Client,
+    calls: u32,
+}
+
+impl<'a> Manual<'a> {
+    fn new(sb: &'a Sandbox) -> Self {
+        Self {
+            sb,
+            http: reqwest::Client::new(),
+            calls: 0,
+        }
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder, want: u16) -> Value {
+        self.calls += 1;
+        let r = req.send().await.expect("the sandbox answers");
+        let status = r.status().as_u16();
+        let bytes = r.bytes().await.expect("a body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        assert_eq!(status, want, "call {}: {body}", self.calls);
+        body
+    }
+
+    async fn token(&mut self) -> Value {
+        let url = format!(
+            "{}/{}/oauth2/v2.0/token",
+            self.sb.urls.authority, self.sb.creds.tenant_id
+        );
+        let form = [
+            ("client_id", self.sb.creds.client_id.as_str()),
+            ("client_secret", self.sb.creds.client_secret.expose()),
+            ("scope", "https://graph.microsoft.com/.default"),
+            ("grant_type", "client_credentials"),
+        ];
+        let req = self.http.post(url).form(&form);
+        self.send(req, 200).await
+    }
+
+    async fn graph(
+        &mut self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        want: u16,
+    ) -> Value {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.sb.urls.graph))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        self.send(req, want).await
+    }
+
+    async fn okta(&mut self, method: Method, path: &str, body: Option<Value>, want: u16) -> Value {
+        let mut req = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.sb.urls.okta))
+            .header(
+                "Authorization",
+                format!("SSWS {}", self.sb.creds.okta_token.expose()),
+            );
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        self.send(req, want).await
+    }
 }
 
 async fn hundred() {

@@ -7,6 +7,8 @@
 //! alice: /cancel [run]
 //! alice: /fix-status
 //! sandbox: fail <operation> <nth> <status> <code>   (sandbox only: inject a fault)
+//! sandbox: applyfail <operation> <nth> <status> <code>   (sandbox only: the call is made, then
+//!                                                    answered with that error)
 //! sandbox: deactivate on|off                        (sandbox only)
 //! ```
 
@@ -149,32 +151,52 @@ impl<'a, W: Write> Console<'a, W> {
         };
         let words: Vec<&str> = action.split_whitespace().collect();
         match words.as_slice() {
-            ["fail", op, nth, status, code] => {
+            [kind @ ("fail" | "applyfail"), op, nth, status, code] => {
                 let (Ok(nth), Ok(status)) = (nth.parse(), status.parse()) else {
-                    self.say("usage: sandbox: fail <operation> <nth> <status> <code>");
+                    self.say(&format!(
+                        "usage: sandbox: {kind} <operation> <nth> <status> <code>"
+                    ));
                     return;
+                };
+                let code = (*code).to_owned();
+                let message = "injected by the sandbox".to_owned();
+                let (action, outcome) = match *kind {
+                    "fail" => (
+                        FaultAction::Error {
+                            status,
+                            code: code.clone(),
+                            message,
+                        },
+                        "fail",
+                    ),
+                    _ => (
+                        FaultAction::ApplyThenFail {
+                            status,
+                            code: code.clone(),
+                            message,
+                        },
+                        "be made, then answered",
+                    ),
                 };
                 sb.inject(Fault {
                     op: (*op).to_owned(),
                     nth,
                     times: 1,
-                    action: FaultAction::Error {
-                        status,
-                        code: (*code).to_owned(),
-                        message: "injected by the sandbox".into(),
-                    },
+                    action,
                 });
                 let _ = writeln!(
                     self.out,
-                    "(sandbox: call {nth} of {op} will fail with {status} {code})"
+                    "(sandbox: call {nth} of {op} will {outcome} with {status} {code})"
                 );
             }
             ["deactivate", on_off] => {
                 sb.set_deactivate(*on_off == "on");
                 let _ = writeln!(self.out, "(sandbox: Deactivate switched {on_off} in Okta)");
             }
-            _ => self
-                .say("usage: sandbox: fail <operation> <nth> <status> <code> | deactivate on|off"),
+            _ => self.say(
+                "usage: sandbox: fail|applyfail <operation> <nth> <status> <code> \
+                 | deactivate on|off",
+            ),
         }
     }
 

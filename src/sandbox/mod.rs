@@ -102,12 +102,23 @@ pub enum FaultAction {
         code: String,
         message: String,
     },
-    /// 429 (Graph: with `Retry-After` when given; Okta: `E0000047` with rate-limit headers).
+    /// 429 (Graph: with `Retry-After` when given; Okta: `E0000047` with rate-limit headers
+    /// whose reset is `retry_after` seconds (default 1) from now, as a concurrency-limit 429
+    /// names, so usually earlier than the bucket's per-minute window).
     Throttle { retry_after: Option<String> },
     /// Answer normally, but only after this delay.
     Delay(Duration),
     /// Serve the call normally (the change is made), then hold the answer this long.
     HoldReply(Duration),
+    /// Serve the call normally (the change is made), then answer with this error instead of the
+    /// success, in the service's own envelope: a write that landed although the client was told
+    /// it failed. A call the sandbox refuses anyway (auth, rate limit, not found) keeps its own
+    /// refusal, since nothing was applied.
+    ApplyThenFail {
+        status: u16,
+        code: String,
+        message: String,
+    },
     /// Someone switches Deactivate on in Okta just before this call is served normally.
     EnableDeactivate,
 }
@@ -270,6 +281,21 @@ impl Sandbox {
     /// Forget the calls recorded so far.
     pub fn reset_calls(&self) {
         self.state().calls.clear();
+    }
+
+    /// Removes an Entra user's ImmutableID, as for a user created in the cloud and never given
+    /// one: a fresh federated user to repair (ADELE's case) beyond the one the scenario seeds.
+    /// `false` if there is no such user.
+    pub fn clear_entra_immutable_id(&self, upn_or_id: &str) -> bool {
+        let mut st = self.state();
+        let Some(i) = st.entra_find_current(upn_or_id) else {
+            return false;
+        };
+        let e = &mut st.entra[i];
+        e.current
+            .insert("onPremisesImmutableId".into(), Value::Null);
+        e.prev = None;
+        true
     }
 
     /// The Entra user as stored (no lag), by UPN (case-insensitive) or object id.

@@ -251,8 +251,26 @@ fn serve(st: &mut State, ep: &Endpoint, ctx: &Ctx, action: Option<FaultAction>) 
     if let Some(FaultAction::EnableDeactivate) = action {
         st.set_deactivate(true);
     }
-    let fault =
-        action.filter(|a| matches!(a, FaultAction::Error { .. } | FaultAction::Throttle { .. }));
+    let applied_then = match &action {
+        Some(FaultAction::ApplyThenFail {
+            status,
+            code,
+            message,
+        }) => Some((*status, code.as_str(), message.as_str())),
+        _ => None,
+    };
+    // The served call's success, swapped for the injected error once the change is made.
+    let answer = |service: Service, reply: Reply| match applied_then {
+        Some((status, code, message)) if (200..300).contains(&reply.status) => match service {
+            Service::Token => token::aad_error(ctx, status, code, 90000, message),
+            Service::Graph => graph::error(ctx, status, code, message),
+            _ => okta::error(status, code, message, &[]),
+        },
+        _ => reply,
+    };
+    let fault = action
+        .clone()
+        .filter(|a| matches!(a, FaultAction::Error { .. } | FaultAction::Throttle { .. }));
     match ep.service() {
         Service::Token => {
             let reply = match (fault, ep) {
@@ -274,7 +292,9 @@ fn serve(st: &mut State, ep: &Endpoint, ctx: &Ctx, action: Option<FaultAction>) 
                     );
                     with_retry_after(r, retry_after)
                 }
-                (_, Endpoint::Token(tenant)) => token::issue(st, tenant, ctx),
+                (_, Endpoint::Token(tenant)) => {
+                    answer(Service::Token, token::issue(st, tenant, ctx))
+                }
                 _ => unreachable!("token service"),
             };
             reply
@@ -303,7 +323,7 @@ fn serve(st: &mut State, ep: &Endpoint, ctx: &Ctx, action: Option<FaultAction>) 
                                 "Insufficient privileges to complete the operation.",
                             )
                         }
-                        _ => serve_graph(st, ep, ctx),
+                        _ => answer(Service::Graph, serve_graph(st, ep, ctx)),
                     },
                 },
             };
@@ -350,7 +370,7 @@ fn serve(st: &mut State, ep: &Endpoint, ctx: &Ctx, action: Option<FaultAction>) 
                 _ => {
                     let r = match okta::check_auth(st, ctx) {
                         Err(r) => r,
-                        Ok(()) => serve_okta(st, ep, ctx),
+                        Ok(()) => answer(Service::Okta, serve_okta(st, ep, ctx)),
                     };
                     (r, rate.limit, rate.remaining, rate.reset)
                 }

@@ -744,3 +744,78 @@ async fn client_configs_print_secrets_redacted() {
     assert!(!o.contains(sb.creds.okta_token.expose()), "{o}");
     assert!(g.contains("[redacted]") && o.contains("[redacted]"));
 }
+
+#[tokio::test]
+async fn a_429_with_an_earlier_reset_is_honoured_not_stalled() {
+    // A 60 s window: before the fix, the 429's earlier reset was dropped as "late" and the
+    // request (and every other one in its bucket) waited for this window's end.
+    let sb = sandbox_with(SandboxOptions {
+        ordinary_users: 5,
+        okta_rate_window: Duration::from_secs(60),
+        ..SandboxOptions::default()
+    })
+    .await;
+    let mut http = fast_http();
+    http.call_deadline = Duration::from_secs(30);
+    let o = okta_with(&sb, http);
+    // The pacer learns the bucket's window (reset ~60 s ahead) from an ordinary answer.
+    assert!(o.user("adele@contoso.com").await.unwrap().value.is_some());
+    // The sandbox's injected 429 says the bucket frees up within a second or two, as a
+    // concurrency-limit 429 does.
+    sb.inject(fault(
+        "okta.get_user",
+        1,
+        FaultAction::Throttle { retry_after: None },
+    ));
+    let started = Instant::now();
+    let tasks: Vec<_> = [
+        "adele@contoso.com",
+        "megan@contoso.com",
+        "diego.s@contoso.com",
+    ]
+    .into_iter()
+    .map(|login| {
+        let o = o.clone();
+        tokio::spawn(async move { o.user(login).await.map(|r| r.value.is_some()) })
+    })
+    .collect();
+    for t in tasks {
+        assert!(t.await.unwrap().unwrap());
+    }
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(6), "stalled for {elapsed:?}");
+    assert_eq!(o.retried_429(), 1);
+    assert_eq!(sb.okta_throttled(), 1, "no further 429 after the wait");
+}
+
+#[tokio::test]
+async fn a_429_for_a_used_up_window_waits_for_its_reset_without_hammering() {
+    let sb = sandbox_with(SandboxOptions {
+        ordinary_users: 5,
+        okta_rate_limit: 3,
+        okta_rate_window: Duration::from_secs(2),
+        ..SandboxOptions::default()
+    })
+    .await;
+    // Another integration uses up the bucket (in a window that starts now, so the three calls
+    // surely share it); this client has seen no headers yet.
+    let other = okta(&sb);
+    sb.set_okta_rate_limit(3, Duration::from_secs(2));
+    for _ in 0..3 {
+        other.user("adele@contoso.com").await.unwrap();
+    }
+    let o = okta(&sb);
+    let started = Instant::now();
+    assert!(o.user("megan@contoso.com").await.unwrap().value.is_some());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(o.retried_429(), 1);
+    assert_eq!(
+        sb.okta_throttled(),
+        1,
+        "one probe after the named reset, not a retry storm"
+    );
+}

@@ -111,6 +111,41 @@ alice: /cancel
 }
 
 #[test]
+fn applyfail_makes_the_call_then_answers_with_the_error() {
+    let script = "\
+sandbox: applyfail graph.update_user 2 500 Service_InternalError
+sandbox: applyfail graph.update_user second 500 Service_InternalError
+alice: /fix-immutable-id user:adele@contoso.com
+bob: react ✅
+";
+    let out = run_script(script);
+    assert!(
+        out.contains(
+            "(sandbox: call 2 of graph.update_user will be made, then answered with 500 \
+             Service_InternalError)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("usage: sandbox: applyfail <operation> <nth> <status> <code>"),
+        "{out}"
+    );
+    assert!(out.contains("failed · [Service_InternalError]"), "{out}");
+    // The ImmutableID write landed despite the error: Entra ends up holding what Okta holds.
+    let adele = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("adele@contoso.com ") && l.contains("Okta app"))
+        .unwrap_or_else(|| panic!("no final state for adele\n{out}"));
+    let ids: Vec<&str> = adele
+        .split_whitespace()
+        .skip_while(|w| *w != "ImmutableID")
+        .filter(|w| w.ends_with("=="))
+        .collect();
+    assert_eq!(ids.len(), 2, "{adele}");
+    assert_eq!(ids[0], ids[1], "{adele}");
+}
+
+#[test]
 fn oversized_lines_are_refused_whole() {
     let long = format!(
         "alice: /fix-immutable-id user:{}@contoso.com\n",

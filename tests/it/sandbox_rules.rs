@@ -918,3 +918,116 @@ async fn latency_applies_and_drop_stops_the_server() {
     }
     assert!(refused, "the server still answers after drop");
 }
+
+fn apply_then_fail(op: &str, status: u16, code: &str) -> Fault {
+    Fault {
+        op: op.into(),
+        nth: 1,
+        times: 1,
+        action: FaultAction::ApplyThenFail {
+            status,
+            code: code.into(),
+            message: format!("injected {code}"),
+        },
+    }
+}
+
+#[tokio::test]
+async fn apply_then_fail_makes_the_write_and_answers_with_the_services_error() {
+    let sb = sandbox().await;
+    let tok = token(&sb).await;
+    let alex = entra_id(&sb, ALEX);
+    sb.inject(apply_then_fail(
+        "graph.update_user",
+        500,
+        "Service_InternalError",
+    ));
+    let r = graph(
+        &sb,
+        &tok,
+        Method::PATCH,
+        &format!("/users/{alex}"),
+        Some(json!({"onPremisesImmutableId": ALEX_OKTA_IMMUTABLE_ID})),
+        &[("client-request-id", "c0ffee00-0000-4000-8000-000000000001")],
+    )
+    .await;
+    assert_eq!(r.status, 500);
+    assert_eq!(r.graph_code(), "Service_InternalError");
+    let inner = &r.body["error"]["innerError"];
+    assert!(inner["date"].is_string() && inner["request-id"].is_string());
+    assert_eq!(
+        inner["client-request-id"],
+        "c0ffee00-0000-4000-8000-000000000001"
+    );
+    assert_eq!(
+        sb.entra_user(&alex)
+            .unwrap()
+            .on_premises_immutable_id
+            .as_deref(),
+        Some(ALEX_OKTA_IMMUTABLE_ID),
+        "the write landed although the answer was an error"
+    );
+
+    sb.set_deactivate(false);
+    let megan = okta_id(&sb, MEGAN);
+    sb.inject(apply_then_fail("okta.unassign", 500, "E0000009"));
+    let r = okta(
+        &sb,
+        Method::DELETE,
+        &app_path(&sb, &format!("/users/{megan}?sendEmail=false")),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 500);
+    assert_eq!(r.okta_code(), "E0000009");
+    for field in ["errorSummary", "errorLink", "errorId"] {
+        assert!(r.body[field].is_string(), "{field}: {}", r.body);
+    }
+    assert!(r.body["errorCauses"].is_array());
+    assert!(r.header("x-rate-limit-reset").is_some());
+    assert!(
+        sb.okta_app_user(&megan).is_none(),
+        "the unassign landed although the answer was an error"
+    );
+    let record = sb.calls().into_iter().last().unwrap();
+    assert_eq!((record.op.as_str(), record.status), ("okta.unassign", 500));
+}
+
+#[tokio::test]
+async fn apply_then_fail_leaves_a_refused_call_refused() {
+    let sb = sandbox().await;
+    sb.inject(apply_then_fail("okta.unassign", 500, "E0000009"));
+    let r = okta(
+        &sb,
+        Method::DELETE,
+        &app_path(&sb, "/users/00unobody?sendEmail=false"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 404, "nothing was applied, so nothing to pretend");
+    assert_eq!(r.okta_code(), "E0000007");
+}
+
+#[tokio::test]
+async fn a_cleared_immutable_id_makes_a_user_fresh_like_adele() {
+    let sb = sandbox().await;
+    let tok = token(&sb).await;
+    let fresh = ordinary_upn(1);
+    assert!(sb.clear_entra_immutable_id(&fresh));
+    assert!(!sb.clear_entra_immutable_id("nobody@contoso.com"));
+    let id = entra_id(&sb, &fresh);
+    let r = get(
+        &sb,
+        &tok,
+        &format!("/users/{id}?$select=id,onPremisesImmutableId"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["onPremisesImmutableId"], Value::Null);
+    // Like adele, it can leave the federated domain but not come back without an ImmutableID.
+    let tmp = "user0001@contoso.onmicrosoft.com";
+    let r = patch(&sb, &tok, &id, json!({"userPrincipalName": tmp})).await;
+    assert_eq!(r.status, 204);
+    let r = patch(&sb, &tok, &id, json!({"userPrincipalName": fresh})).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+}

@@ -1,7 +1,7 @@
 //! The Okta client: SSWS auth, pacing, 429 retry, pagination, typed errors.
 
 use super::link::next_link;
-use super::pacing::{bucket_of, Pacer, RateHeaders, RESET_MARGIN};
+use super::pacing::{bucket_of, throttled_until, Pacer, RateHeaders};
 use super::{
     AppGroup, AppUser, AssignAppUser, Feature, OktaError, OktaGroup, OktaUser, ProfileMapping,
 };
@@ -455,12 +455,21 @@ impl OktaClient {
         let status = res.status();
         crate::ops::metrics::metrics().api_call("okta", status.as_u16());
         if status == StatusCode::TOO_MANY_REQUESTS {
-            // Every 429 is waited out (Retry-After or the window reset) before the retry.
+            // Every 429 is waited out (its own Retry-After or reset) before the retry.
             crate::ops::metrics::metrics().throttle_wait("okta");
         }
         let headers = res.headers().clone();
         let rate = RateHeaders::from_headers(&headers);
-        permit.finish(rate);
+        let retry_after = header_str(&headers, "retry-after")
+            .and_then(|v| parse_retry_after(&v, SystemTime::now()));
+        // Only this 429's own headers say how long its bucket is closed: a reset another
+        // response named (a later window) is not what Okta asked this request to wait for.
+        let throttled = (status == StatusCode::TOO_MANY_REQUESTS)
+            .then(|| throttled_until(rate, retry_after, epoch_now()));
+        match throttled {
+            Some(until) => permit.throttled(until),
+            None => permit.finish(rate),
+        }
         let request_id = header_str(&headers, "x-okta-request-id");
         let body = match res.bytes().await {
             Ok(b) => b.to_vec(),
@@ -482,20 +491,15 @@ impl OktaClient {
             }));
         }
         let error = api_error(status, &body, request_id);
-        let retry_after = header_str(&headers, "retry-after")
-            .and_then(|v| parse_retry_after(&v, SystemTime::now()));
         match status.as_u16() {
             429 => {
                 self.inner.throttled.fetch_add(1, Ordering::Relaxed);
-                self.inner.pacer.note_throttled(&bucket, rate);
-                let until_reset = rate.map(|r| {
-                    let wake = r.reset as f64 + RESET_MARGIN.as_secs_f64();
-                    Duration::from_secs_f64((wake - epoch_now()).max(0.0))
-                });
-                Attempt::Retry {
-                    error,
-                    after: retry_after.or(until_reset),
-                }
+                // A named time already here (or none named) means retry soon: `None` takes
+                // the short jittered backoff rather than hammering at once.
+                let after = throttled
+                    .flatten()
+                    .map(|until| Duration::from_secs_f64((until - epoch_now()).max(0.0)));
+                Attempt::Retry { error, after }
             }
             503 => Attempt::Retry {
                 error,

@@ -1,11 +1,11 @@
-//! Okta's pagination: the `rel="next"` target of the `Link` headers (RFC 8288) a list answers
-//! with.
+//! `Link` headers (RFC 8288) as Okta pages with them: several entries per header, commas inside
+//! `<…>` or quotes.
 
 use reqwest::header::HeaderMap;
 
 /// The `rel="next"` target among all `Link` headers, each of which may hold several
 /// comma-separated `<uri>; param=value` entries.
-pub(super) fn next_link(headers: &HeaderMap) -> Option<String> {
+pub fn next_link(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(reqwest::header::LINK)
         .iter()

@@ -4,6 +4,12 @@
 //! Every request reserves a slot in its bucket first. The local count is decremented at
 //! reservation, so a hundred tasks sharing one client do not all go through on the same stale
 //! `Remaining`; each response then re-syncs the bucket from its headers.
+//!
+//! A 429 is judged by its own headers only: it holds its bucket until the time it names
+//! (`Retry-After`, else its `X-Rate-Limit-Reset`), then one probe finds out what the bucket
+//! allows. A concurrency-limit 429 names a reset earlier than the per-minute window's, and an
+//! answer can arrive after one from a newer window: neither may stretch the wait to a reset that
+//! 429 did not name.
 
 use crate::directory::retry::epoch_now;
 use reqwest::header::HeaderMap;
@@ -15,7 +21,7 @@ use tokio::sync::Notify;
 
 /// `X-Rate-Limit-Reset` has whole-second resolution: waking right at the stated second can still
 /// land in the old window.
-pub const RESET_MARGIN: Duration = Duration::from_millis(1_000);
+const RESET_MARGIN: Duration = Duration::from_millis(1_000);
 
 /// How long a task waits for news (a response re-syncing the bucket) before looking again.
 const NEWS_POLL: Duration = Duration::from_millis(250);
@@ -44,6 +50,22 @@ impl RateHeaders {
     }
 }
 
+/// When a throttled request may go again (epoch seconds), from its 429's own headers:
+/// `Retry-After` if Okta sent one, else the reset it names plus the margin. `None` when that time
+/// is already here: the caller retries after its own short backoff.
+pub fn throttled_until(
+    rate: Option<RateHeaders>,
+    retry_after: Option<Duration>,
+    now: f64,
+) -> Option<f64> {
+    let until = match (retry_after, rate) {
+        (Some(after), _) => now + after.as_secs_f64(),
+        (None, Some(r)) if r.reset as f64 > now => r.reset as f64 + RESET_MARGIN.as_secs_f64(),
+        _ => return None,
+    };
+    (until > now).then_some(until)
+}
+
 /// The bucket of an Okta path: `/api/v1/{resource}` (`/api/v1/users`, `/api/v1/apps`, …).
 pub fn bucket_of(path: &str) -> String {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -68,6 +90,13 @@ struct Bucket {
     /// A response came without rate-limit headers: nothing to pace by, so do not hold requests
     /// back waiting for headers that may never come.
     headerless: bool,
+    /// Epoch seconds before which a 429 told us not to send (the latest such time named).
+    hold_until: Option<f64>,
+    /// A 429 made the local count untrustworthy: after the hold, one request goes alone and its
+    /// answer re-syncs the bucket.
+    probing: bool,
+    /// That probe is on its way.
+    probe_out: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -97,11 +126,15 @@ pub struct Permit {
     shared: Arc<Shared>,
     bucket: String,
     open: bool,
+    probe: bool,
 }
 
+#[derive(Debug)]
 enum Next {
-    Go,
-    /// Until the window resets.
+    Go {
+        probe: bool,
+    },
+    /// Until the window resets, or a 429's hold ends.
     Sleep(Duration),
     /// Until a response brings headers.
     AwaitNews,
@@ -126,11 +159,12 @@ impl Pacer {
                 decide(b, epoch_now())
             };
             match next {
-                Next::Go => {
+                Next::Go { probe } => {
                     return Permit {
                         shared: self.shared.clone(),
                         bucket: bucket.to_owned(),
                         open: true,
+                        probe,
                     }
                 }
                 Next::Sleep(d) => {
@@ -149,35 +183,35 @@ impl Pacer {
             }
         }
     }
-
-    /// Takes a 429's headers into account without a permit (already finished).
-    pub fn note_throttled(&self, bucket: &str, headers: Option<RateHeaders>) {
-        let mut buckets = lock(&self.shared.buckets);
-        let b = buckets.entry(bucket.to_owned()).or_default();
-        if let Some(h) = headers {
-            sync(b, h);
-            if let Some(w) = b.known.as_mut() {
-                w.remaining = 0;
-            }
-        }
-        drop(buckets);
-        self.shared.news.notify_waiters();
-    }
 }
 
 fn decide(b: &mut Bucket, now: f64) -> Next {
+    if let Some(until) = b.hold_until {
+        if now < until {
+            return Next::Sleep(Duration::from_secs_f64(until - now));
+        }
+        b.hold_until = None;
+    }
+    if b.probing {
+        if b.probe_out {
+            return Next::AwaitNews;
+        }
+        b.probe_out = true;
+        b.in_flight += 1;
+        return Next::Go { probe: true };
+    }
     let Some(w) = b.known.as_mut() else {
         // Nothing known yet: one probe at a time, until the first headers arrive.
         if b.in_flight == 0 || b.headerless {
             b.in_flight += 1;
-            return Next::Go;
+            return Next::Go { probe: false };
         }
         return Next::AwaitNews;
     };
     if w.remaining > 0 {
         w.remaining -= 1;
         b.in_flight += 1;
-        return Next::Go;
+        return Next::Go { probe: false };
     }
     let wake = w.reset as f64 + RESET_MARGIN.as_secs_f64();
     if now < wake {
@@ -189,12 +223,12 @@ fn decide(b: &mut Bucket, now: f64) -> Next {
         b.refilled = true;
         w.remaining = w.limit.saturating_sub(b.in_flight).saturating_sub(1);
         b.in_flight += 1;
-        return Next::Go;
+        return Next::Go { probe: false };
     }
     if b.in_flight == 0 {
         // Used up the assumed window without any headers coming back: probe once.
         b.in_flight += 1;
-        return Next::Go;
+        return Next::Go { probe: false };
     }
     Next::AwaitNews
 }
@@ -224,13 +258,31 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// How a reserved request ended.
+enum Outcome {
+    /// No answer (transport error, cancelled task).
+    Unanswered,
+    /// Answered, not 429.
+    Answered(Option<RateHeaders>),
+    /// 429: hold the bucket until this time, if any, then probe.
+    Throttled(Option<f64>),
+}
+
 impl Permit {
-    /// The response arrived: release the slot and re-sync the bucket from its headers.
+    /// A response other than 429 arrived: release the slot and re-sync the bucket from its
+    /// headers.
     pub fn finish(mut self, headers: Option<RateHeaders>) {
-        self.release(true, headers);
+        self.release(Outcome::Answered(headers));
     }
 
-    fn release(&mut self, responded: bool, headers: Option<RateHeaders>) {
+    /// A 429 arrived: hold the bucket until `until` (see [`throttled_until`]), then let one probe
+    /// re-learn it. The 429's own counts are not synced: a concurrency-limit 429 reports a
+    /// window that is not the bucket's per-minute one.
+    pub fn throttled(mut self, until: Option<f64>) {
+        self.release(Outcome::Throttled(until));
+    }
+
+    fn release(&mut self, outcome: Outcome) {
         if !self.open {
             return;
         }
@@ -238,13 +290,34 @@ impl Permit {
         let mut buckets = lock(&self.shared.buckets);
         let b = buckets.entry(self.bucket.clone()).or_default();
         b.in_flight = b.in_flight.saturating_sub(1);
-        match headers {
-            Some(h) => {
-                b.headerless = false;
-                sync(b, h);
+        if self.probe {
+            b.probe_out = false;
+        }
+        match outcome {
+            Outcome::Unanswered => {}
+            Outcome::Answered(headers) => {
+                if self.probe && b.probing {
+                    // The first answer after a 429: its figures replace a count the 429 made
+                    // meaningless, whichever window they name.
+                    b.probing = false;
+                    if headers.is_some() {
+                        b.known = None;
+                    }
+                }
+                match headers {
+                    Some(h) => {
+                        b.headerless = false;
+                        sync(b, h);
+                    }
+                    None => b.headerless = true,
+                }
             }
-            None if responded => b.headerless = true,
-            None => {}
+            Outcome::Throttled(until) => {
+                b.probing = true;
+                if let Some(until) = until {
+                    b.hold_until = Some(b.hold_until.map_or(until, |h| h.max(until)));
+                }
+            }
         }
         drop(buckets);
         self.shared.news.notify_waiters();
@@ -253,7 +326,7 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.release(false, None);
+        self.release(Outcome::Unanswered);
     }
 }
 
@@ -291,7 +364,7 @@ mod tests {
     fn reservations_count_down_and_then_sleep_until_reset() {
         let mut b = Bucket::default();
         let now = 1_000.0;
-        assert!(matches!(decide(&mut b, now), Next::Go)); // probe
+        assert!(matches!(decide(&mut b, now), Next::Go { .. })); // probe
         assert!(matches!(decide(&mut b, now), Next::AwaitNews));
         b.in_flight -= 1;
         sync(
@@ -302,8 +375,8 @@ mod tests {
                 reset: 1_002,
             },
         );
-        assert!(matches!(decide(&mut b, now), Next::Go));
-        assert!(matches!(decide(&mut b, now), Next::Go));
+        assert!(matches!(decide(&mut b, now), Next::Go { .. }));
+        assert!(matches!(decide(&mut b, now), Next::Go { .. }));
         match decide(&mut b, now) {
             Next::Sleep(d) => assert!(d >= Duration::from_secs(2)),
             _ => panic!("expected to sleep"),
@@ -321,7 +394,7 @@ mod tests {
         assert!(matches!(decide(&mut b, now), Next::Sleep(_)));
         // After the reset, a fresh window is assumed once, less what is still in flight.
         let later = 1_003.5;
-        assert!(matches!(decide(&mut b, later), Next::Go));
+        assert!(matches!(decide(&mut b, later), Next::Go { .. }));
         assert_eq!(b.known.unwrap().remaining, 1);
         assert_eq!(b.in_flight, 2);
     }
@@ -336,7 +409,7 @@ mod tests {
             }),
             in_flight: 3,
             refilled: true,
-            headerless: false,
+            ..Bucket::default()
         };
         sync(
             &mut b,
@@ -365,5 +438,113 @@ mod tests {
             reset: u64::MAX / 2,
         }));
         assert_eq!(p.waits(), 0);
+    }
+
+    #[test]
+    fn a_429_is_timed_by_its_own_headers() {
+        let now = 1_000.5;
+        let rate = |reset| {
+            Some(RateHeaders {
+                limit: 600,
+                remaining: 0,
+                reset,
+            })
+        };
+        assert_eq!(throttled_until(rate(1_002), None, now), Some(1_003.0));
+        assert_eq!(
+            throttled_until(rate(1_060), Some(Duration::from_millis(1_500)), now),
+            Some(1_002.0),
+            "Retry-After wins over the reset"
+        );
+        // A reset already here or gone: retry soon, not at some other window's end.
+        assert_eq!(throttled_until(rate(1_000), None, now), None);
+        assert_eq!(throttled_until(rate(900), None, now), None);
+        assert_eq!(
+            throttled_until(rate(1_060), Some(Duration::ZERO), now),
+            None
+        );
+        assert_eq!(throttled_until(None, None, now), None);
+    }
+
+    fn headers(remaining: u32, reset: u64) -> Option<RateHeaders> {
+        Some(RateHeaders {
+            limit: 600,
+            remaining,
+            reset,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_429_with_an_earlier_reset_holds_only_until_its_own_time_then_probes_once() {
+        let p = Pacer::default();
+        let bucket = "/api/v1/users";
+        let window_end = epoch_now() as u64 + 60;
+        p.reserve(bucket).await.finish(headers(599, window_end));
+        let throttled = p.reserve(bucket).await;
+        throttled.throttled(Some(epoch_now() + 0.2));
+
+        let started = tokio::time::Instant::now();
+        let probe = tokio::time::timeout(Duration::from_secs(2), p.reserve(bucket))
+            .await
+            .expect("held until the 429's own time, not the window's end");
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        assert!(probe.probe);
+        // Until the probe answers, nobody else goes.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), p.reserve(bucket))
+                .await
+                .is_err()
+        );
+        probe.finish(headers(590, window_end));
+        let next = tokio::time::timeout(Duration::from_millis(100), p.reserve(bucket))
+            .await
+            .expect("the probe's answer reopens the bucket");
+        assert!(!next.probe);
+    }
+
+    #[tokio::test]
+    async fn a_probe_that_gets_no_answer_passes_the_turn_on() {
+        let p = Pacer::default();
+        let bucket = "/api/v1/apps";
+        p.reserve(bucket).await.throttled(None);
+        let probe = p.reserve(bucket).await;
+        assert!(
+            probe.probe,
+            "a 429 with nothing to wait for still probes first"
+        );
+        drop(probe);
+        let next = tokio::time::timeout(Duration::from_millis(100), p.reserve(bucket))
+            .await
+            .expect("a lost probe does not block the bucket");
+        assert!(next.probe);
+    }
+
+    #[test]
+    fn the_probes_answer_replaces_the_count_a_429_spoiled() {
+        let mut b = Bucket {
+            known: Some(Window {
+                limit: 600,
+                remaining: 0,
+                reset: 1_060,
+            }),
+            probing: true,
+            ..Bucket::default()
+        };
+        assert!(matches!(decide(&mut b, 1_000.0), Next::Go { probe: true }));
+        assert!(matches!(decide(&mut b, 1_000.0), Next::AwaitNews));
+        let shared = Arc::new(Shared::default());
+        lock(&shared.buckets).insert("/b".into(), b);
+        Permit {
+            shared: shared.clone(),
+            bucket: "/b".into(),
+            open: true,
+            probe: true,
+        }
+        .finish(headers(590, 1_060));
+        let mut buckets = lock(&shared.buckets);
+        let b = buckets.get_mut("/b").unwrap();
+        assert!(!b.probing);
+        assert_eq!(b.known.unwrap().remaining, 590);
+        assert!(matches!(decide(b, 1_000.0), Next::Go { probe: false }));
     }
 }
