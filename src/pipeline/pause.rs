@@ -342,11 +342,8 @@ impl PauseManager {
             .await;
         let result = match put {
             Err(f) => Err(PauseError::Api(f)),
-            Ok(_) => match self.read_capabilities().await {
-                Ok(now) if is_all_disabled(&now) && !deactivate_enabled(&now) => Ok(()),
-                Ok(now) => Err(PauseError::NotPaused(describe(&now))),
-                Err(f) => Err(PauseError::Api(f)),
-            },
+            Ok(r) if is_all_off(&r.value.capabilities) => Ok(()),
+            Ok(r) => Err(PauseError::NotPaused(describe(&r.value.capabilities))),
         };
         let mut mem = self.lock.lock().await;
         match result {
@@ -407,15 +404,14 @@ impl PauseManager {
                 )
             })
             .await;
-        if let Err(f) = put {
-            return Opened::Undo(snapshot, PauseError::Api(f));
-        }
-        match self.read_capabilities().await {
-            Ok(now) if is_all_disabled(&now) && !deactivate_enabled(&now) => {
-                Opened::Paused(snapshot)
-            }
-            Ok(now) => Opened::Undo(snapshot, PauseError::NotPaused(describe(&now))),
+        // Okta answers the PUT with the feature as stored: that answer is the read-back.
+        match put {
             Err(f) => Opened::Undo(snapshot, PauseError::Api(f)),
+            Ok(r) if is_all_off(&r.value.capabilities) => Opened::Paused(snapshot),
+            Ok(r) => Opened::Undo(
+                snapshot,
+                PauseError::NotPaused(describe(&r.value.capabilities)),
+            ),
         }
     }
 
@@ -582,6 +578,11 @@ impl PauseManager {
             }
         }
     }
+}
+
+/// Paused: every capability off, Deactivate above all.
+fn is_all_off(capabilities: &Value) -> bool {
+    is_all_disabled(capabilities) && !deactivate_enabled(capabilities)
 }
 
 fn store_err(e: anyhow::Error) -> PauseError {

@@ -404,10 +404,11 @@ async fn verify_that_sees_lag_completes_without_rollback() {
 async fn deactivate_switched_on_mid_run_stops_the_unassign() {
     let env = env().await;
     let p = plan(&env, MEGAN, None).await.unwrap();
-    // Okta feature reads after approval: pause snapshot (1), read-back (2), re-check (3).
+    // Okta feature reads after approval: pause snapshot (1; the PUT's answer is the read-back),
+    // then the re-check right before the unassign (2).
     env.sb.inject(Fault {
         op: "okta.get_feature".into(),
-        nth: 3,
+        nth: 2,
         times: 1,
         action: FaultAction::EnableDeactivate,
     });
