@@ -197,13 +197,16 @@ pub(crate) async fn make_plan(ctx: &Inner, req: &RepairRequest) -> Result<Plan, 
         .clone()
         .unwrap_or_else(ImmutableId::generate);
     let login = req.upn.as_str();
-    let (entra, dom, initial, okta_user, app_groups, mappings, feature, holders) = tokio::join!(
+    // The mappings take two calls one after the other (the list, then each mapping) and depend
+    // on nothing else: they run beside both batches of reads instead of inside the first.
+    let okta = ctx.okta.clone();
+    let mappings = tokio::spawn(async move { okta.mappings_into_app().await });
+    let (entra, dom, initial, okta_user, app_groups, feature, holders) = tokio::join!(
         ctx.graph.user_by_upn(&req.upn),
         ctx.graph.domain(&domain),
         ctx.graph.initial_domain(),
         ctx.okta.user(login),
         ctx.okta.app_groups(),
-        ctx.okta.mappings_into_app(),
         ctx.okta.provisioning(),
         ctx.graph.users_with_immutable_id(&candidate),
     );
@@ -360,7 +363,11 @@ pub(crate) async fn make_plan(ctx: &Inner, req: &RepairRequest) -> Result<Plan, 
         .into());
     }
 
-    let mappings = mappings.map_err(okta_err)?.value;
+    let mappings = mappings
+        .await
+        .map_err(|e| PlanError::Internal(format!("reading the profile mappings stopped: {e}")))?
+        .map_err(okta_err)?
+        .value;
     let mut mapped_properties: Vec<String> = mappings
         .iter()
         .flat_map(|m| m.properties.keys().cloned())
