@@ -85,6 +85,8 @@ pub enum Op {
         want: String,
     },
     Resume,
+    /// Read the facts the approval bound to again.
+    StaleCheck,
     /// Is `current` held by another user now? If so, draw a fresh value.
     DrawId {
         current: String,
@@ -105,6 +107,10 @@ pub enum EntraEnd {
     BackWithoutId,
     /// Someone else wrote a third value meanwhile.
     Unexpected(String),
+    /// The facts changed since the plan was approved: nothing was written.
+    Stale(String),
+    /// The facts could not be read again before the first write: nothing was written.
+    NotReread(String),
     /// Neither done nor undone: a person must act.
     Stranded(Stranding),
 }

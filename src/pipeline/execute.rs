@@ -3,7 +3,7 @@
 
 use super::decide::{EntraEnd, OktaDone, OktaEnd, Provisioning, Record, Shape, View};
 use super::outcome::Verdict;
-use super::plan::{stale_check, Plan};
+use super::plan::Plan;
 use super::report::{ProvisioningState, RunEvent, RunOutcome, RunSummary, StepKind};
 use super::run::{drive, shape_of, verdict_from, Emitter, Exec};
 use super::steps::Label;
@@ -114,29 +114,9 @@ async fn start_fresh(ctx: &Inner, plan: &Plan, emit: &Emitter<'_>, started: i64)
             return conclude(ctx, s, emit);
         }
     };
-    match stale_check(ctx, plan).await {
-        Ok(None) => interpret(ctx, plan, emit, Vec::new(), started).await,
-        Ok(Some(change)) => conclude(
-            ctx,
-            blank_summary(
-                plan,
-                RunOutcome::Stale,
-                format!("the plan is stale ({change}); nothing was written. Run the command again for a new plan."),
-                since(started),
-            ),
-            emit,
-        ),
-        Err(e) => conclude(
-            ctx,
-            blank_summary(
-                plan,
-                RunOutcome::NotExecuted,
-                format!("could not re-read the user before executing ({e}); nothing was written"),
-                since(started),
-            ),
-            emit,
-        ),
-    }
+    // The stale check is the interpreter's first Entra action, so that the pause, which needs
+    // nothing from it, can open alongside.
+    interpret(ctx, plan, emit, Vec::new(), started).await
 }
 
 fn since(started_ms: i64) -> Duration {
@@ -427,8 +407,11 @@ async fn interpret(
         reads: &reads,
         duration: since(started),
     });
-    let seen = exec.reported.lock().map(|s| s.clone()).unwrap_or_default();
-    exec.skip_unreported(&seen, &|k| skip_reason(k, &entra, &okta, plan));
+    // A run stopped before its first write has nothing to list step by step.
+    if !matches!(entra, EntraEnd::Stale(_) | EntraEnd::NotReread(_)) {
+        let seen = exec.reported.lock().map(|s| s.clone()).unwrap_or_default();
+        exec.skip_unreported(&seen, &|k| skip_reason(k, &entra, &okta, plan));
+    }
     conclude(ctx, summary, emit)
 }
 

@@ -231,6 +231,7 @@ impl<'a> Exec<'a> {
             Op::VerifyOkta { want } => self.verify_okta(&a, &want, t0).await,
             Op::Resume => self.resume(&a, t0).await,
             Op::DrawId { current } => self.draw(&a, &current, t0).await,
+            Op::StaleCheck => self.stale_check(&a).await,
         };
         Done {
             lane,

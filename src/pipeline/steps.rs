@@ -9,6 +9,8 @@ use std::fmt;
 /// Which entry of the table a journal record belongs to. Stored as [`Label::code`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Label {
+    /// Before the first Entra write: the facts the approval bound to, read again.
+    StaleCheck,
     /// Step 1: UPN to the tenant's initial domain (federated domains only).
     UpnToTemporary,
     /// Steps 2 and 3: the new ImmutableID, and on federated domains the UPN back in the same
@@ -113,6 +115,17 @@ pub struct StepSpec {
 
 /// The repair, in the seed's order. The order of rows is the order of the forward run.
 pub const TABLE: &[StepSpec] = &[
+    StepSpec {
+        label: Label::StaleCheck,
+        code: "stale-check",
+        shows_as: &[],
+        lane: Lane::Entra,
+        api: "stale_check",
+        resend: Resend::Read,
+        on_refused: OnRefused::NotAWrite,
+        on_unknown: OnUnknown::Repeat,
+        claim: "the facts the approval saw were read again and had not changed",
+    },
     StepSpec {
         label: Label::UpnToTemporary,
         code: "1",
@@ -259,7 +272,8 @@ pub const TABLE: &[StepSpec] = &[
 ];
 
 impl Label {
-    pub const ALL: [Label; 13] = [
+    pub const ALL: [Label; 14] = [
+        Label::StaleCheck,
         Label::UpnToTemporary,
         Label::SetId,
         Label::VerifyEntra,

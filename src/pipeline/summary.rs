@@ -44,7 +44,10 @@ fn entra_value(i: &Inputs<'_>, new_id: &str) -> (Option<String>, String) {
     let read = i.reads.entra.as_ref().map(|(_, id)| id.clone());
     let known: Option<Option<String>> = match i.entra {
         EntraEnd::Written { .. } => Some(Some(new_id.to_owned())),
-        EntraEnd::Unchanged | EntraEnd::RolledBack => Some(i.shape.id_before.clone()),
+        EntraEnd::Unchanged
+        | EntraEnd::RolledBack
+        | EntraEnd::Stale(_)
+        | EntraEnd::NotReread(_) => Some(i.shape.id_before.clone()),
         EntraEnd::BackWithoutId => Some(None),
         EntraEnd::Unexpected(v) => Some(Some(v.clone())),
         EntraEnd::Stranded(_) => None,
@@ -195,6 +198,15 @@ pub fn summarize(i: &Inputs<'_>) -> RunSummary {
                 "ACTION NEEDED: the Entra change could not be completed or undone; {where_}"
             );
             actions.push(format!("in Graph send {}", patch_json(id)));
+        }
+        EntraEnd::Stale(change) => {
+            outcome = RunOutcome::Stale;
+            head = format!("the plan is stale ({change}); nothing was written. Run the command again for a new plan");
+        }
+        EntraEnd::NotReread(why) => {
+            outcome = RunOutcome::NotExecuted;
+            head =
+                format!("could not re-read the user before executing ({why}); nothing was written");
         }
         EntraEnd::Unchanged => {
             outcome = RunOutcome::RolledBack;

@@ -51,6 +51,30 @@ pub(super) fn entra_lane(s: &Shape, v: &View) -> Move<EntraEnd> {
         }
     };
 
+    // Before the first Entra write (also after a restart that came before it): the facts the
+    // approval bound to, read again.
+    let wrote = v.recs.iter().any(|r| {
+        matches!(
+            r.label,
+            Label::UpnToTemporary | Label::SetId | Label::UndoEntra
+        )
+    });
+    if !wrote {
+        match View::last_in(v.since(Some(Label::Restart)), Label::StaleCheck) {
+            None => return act(Label::StaleCheck, 0, Op::StaleCheck),
+            Some(r) if r.verdict != Verdict::Ok => {
+                return Move::Done(EntraEnd::NotReread(
+                    r.code.clone().unwrap_or_else(|| "no answer".into()),
+                ))
+            }
+            Some(r) => {
+                if let Some(change) = r.result.get("change").and_then(Value::as_str) {
+                    return Move::Done(EntraEnd::Stale(change.to_owned()));
+                }
+            }
+        }
+    }
+
     // Compensating: only the undo is left, re-sent within the budget.
     if let Some(u) = v.last(Label::UndoEntra) {
         return match u.verdict {

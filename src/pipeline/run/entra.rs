@@ -244,4 +244,24 @@ impl Exec<'_> {
         );
         (rec, vec![report])
     }
+
+    /// Reads the facts the approval bound to again; a change stops the run before any write.
+    pub(super) async fn stale_check(&self, a: &Action) -> (Record, Vec<StepReport>) {
+        let object = self.plan.entra_id.as_str().to_owned();
+        let rec = match crate::pipeline::plan::stale_check(self.ctx, self.plan).await {
+            Ok(change) => self.check(
+                a,
+                &object,
+                Verdict::Ok,
+                None,
+                None,
+                json!({ "change": change }),
+            ),
+            Err(e) => {
+                let why = e.to_string();
+                self.check(a, &object, Verdict::Unknown, Some(&why), None, Value::Null)
+            }
+        };
+        (rec, vec![])
+    }
 }
