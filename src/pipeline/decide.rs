@@ -179,10 +179,9 @@ pub struct OktaDone {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Provisioning {
     Untouched,
-    /// Left the pause: `restored` when this run was last out and the read-back matched.
-    Left {
-        restored: bool,
-    },
+    /// Left the pause: `restored` when this run was last out and the read-back matched;
+    /// otherwise `others` runs still hold it.
+    Left { restored: bool, others: usize },
     /// Leaving failed: restoring is still pending.
     NotRestored,
 }

@@ -12,6 +12,7 @@ use super::Inner;
 use crate::domain::RunState;
 use crate::store::{now_ms, StepRow};
 use serde_json::{json, Value};
+use std::collections::HashSet;
 use std::time::Duration;
 
 /// The version of the engine that stores plans and journals; stored with every plan so that a
@@ -333,11 +334,23 @@ async fn interpret(
     started: i64,
 ) -> RunSummary {
     let shape = shape_of(plan, ctx.policy.compensation_attempts);
+    // Steps done before a restart were told then; they are not "skipped" now.
+    let told: HashSet<StepKind> = records
+        .iter()
+        .filter(|r| r.verdict == Verdict::Ok)
+        .flat_map(|r| {
+            let mut steps = r.label.spec().shows_as.to_vec();
+            if r.label == Label::Assign && r.result.get("immutableId").is_some_and(Value::is_string) {
+                steps.push(StepKind::VerifyOkta);
+            }
+            steps
+        })
+        .collect();
     let exec = Exec {
         ctx,
         plan,
         emit,
-        reported: Default::default(),
+        reported: std::sync::Mutex::new(told),
     };
     if records.is_empty() {
         // What the plan's shape rules out is said at once, in the thread's order.

@@ -107,8 +107,11 @@ fn okta_value(i: &Inputs<'_>) -> (Option<String>, String) {
 fn provisioning_state(p: &Provisioning) -> ProvisioningState {
     match p {
         Provisioning::Untouched => ProvisioningState::Untouched,
-        Provisioning::Left { restored: true } => ProvisioningState::Restored,
-        Provisioning::Left { restored: false } => ProvisioningState::HeldByOthers(0),
+        Provisioning::Left { restored: true, .. } => ProvisioningState::Restored,
+        Provisioning::Left {
+            restored: false,
+            others,
+        } => ProvisioningState::HeldByOthers(*others),
         Provisioning::NotRestored => ProvisioningState::StillPaused,
     }
 }
@@ -116,10 +119,12 @@ fn provisioning_state(p: &Provisioning) -> ProvisioningState {
 fn provisioning_text(p: &Provisioning) -> &'static str {
     match p {
         Provisioning::Untouched => "provisioning was not paused",
-        Provisioning::Left { restored: true } => {
+        Provisioning::Left { restored: true, .. } => {
             "provisioning was paused and restored exactly as before"
         }
-        Provisioning::Left { restored: false } => {
+        Provisioning::Left {
+            restored: false, ..
+        } => {
             "provisioning was paused; other runs still hold the pause and the last one out restores it"
         }
         Provisioning::NotRestored => "provisioning is STILL PAUSED",

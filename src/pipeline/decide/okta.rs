@@ -52,6 +52,7 @@ pub(super) fn okta_lane(s: &Shape, v: &View, entra: &Move<EntraEnd>) -> Move<Okt
             provisioning: if r.verdict == Verdict::Ok {
                 Provisioning::Left {
                     restored: r.result.get("restored") == Some(&Value::Bool(true)),
+                    others: r.result.get("others").and_then(Value::as_u64).unwrap_or(0) as usize,
                 }
             } else {
                 Provisioning::NotRestored

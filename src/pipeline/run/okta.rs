@@ -27,9 +27,10 @@ impl Exec<'_> {
                 &json!("paused"),
                 || async {
                     let r = self.ctx.pause.join(self.run()).await;
+                    // What the join did is journalled with it: a restarted run reads it back.
                     let out = match &r {
-                        Ok(_) => Ok(Reply {
-                            value: (),
+                        Ok(j) => Ok(Reply {
+                            value: json!({"first": j.first, "snapshot": j.snapshot}),
                             request_id: None,
                         }),
                         Err(e) => Err(pause_failure(e)),
@@ -37,14 +38,13 @@ impl Exec<'_> {
                     *joined.lock().expect("not poisoned") = Some(r);
                     out
                 },
-                |_| Value::Null,
+                |v: &Value| v.clone(),
                 &[],
             )
             .await;
         let joined = joined.into_inner().expect("not poisoned");
         let (outcome, before, after) = match (&joined, &answer) {
             (Some(Ok(j)), _) => {
-                record.result = json!({"first": j.first, "snapshot": j.snapshot});
                 let after = if j.first {
                     format!("paused ({} → all off)", describe(&j.snapshot))
                 } else {
@@ -365,7 +365,7 @@ impl Exec<'_> {
     pub(super) async fn resume(&self, a: &Action, t0: Instant) -> (Record, Vec<StepReport>) {
         let app = self.ctx.okta.app_id().to_owned();
         let left: std::sync::Mutex<Option<Result<Left, PauseError>>> = std::sync::Mutex::new(None);
-        let (mut record, answer) = self
+        let (record, answer) = self
             .write(
                 a,
                 &app,
@@ -373,9 +373,15 @@ impl Exec<'_> {
                 &json!("left"),
                 || async {
                     let r = self.ctx.pause.leave(self.run()).await;
+                    // How the run left is journalled with it: a restarted run reads it back.
                     let out = match &r {
-                        Ok(_) => Ok(Reply {
-                            value: (),
+                        Ok(l) => Ok(Reply {
+                            value: match l {
+                                Left::Restored => json!({"restored": true, "others": 0}),
+                                Left::HeldByOthers(n) | Left::Lingering(n) => {
+                                    json!({"restored": false, "others": n})
+                                }
+                            },
                             request_id: None,
                         }),
                         Err(e) => Err(pause_failure(e)),
@@ -383,27 +389,18 @@ impl Exec<'_> {
                     *left.lock().expect("not poisoned") = Some(r);
                     out
                 },
-                |_| Value::Null,
+                |v: &Value| v.clone(),
                 &[],
             )
             .await;
         let left = left.into_inner().expect("not poisoned");
         let (outcome, after) = match &left {
-            Some(Ok(Left::Restored)) => {
-                record.result = json!({"restored": true});
-                (
-                    StepOutcome::Done,
-                    "restored exactly as before (read back and compared)".to_owned(),
-                )
-            }
-            Some(Ok(Left::HeldByOthers(n))) => {
-                record.result = json!({"restored": false, "others": n});
-                (StepOutcome::Done, format!("left the pause; {n} other run(s) still in it, the last one out restores it"))
-            }
-            Some(Ok(Left::Lingering(n))) => {
-                record.result = json!({"restored": false, "others": n});
-                (StepOutcome::Done, format!("left the pause; held briefly for {n} run(s) about to join, restored when they finish"))
-            }
+            Some(Ok(Left::Restored)) => (
+                StepOutcome::Done,
+                "restored exactly as before (Okta's answer compared with the snapshot)".to_owned(),
+            ),
+            Some(Ok(Left::HeldByOthers(n))) => (StepOutcome::Done, format!("left the pause; {n} other run(s) still in it, the last one out restores it")),
+            Some(Ok(Left::Lingering(n))) => (StepOutcome::Done, format!("left the pause; held briefly for {n} run(s) about to join, restored when they finish")),
             _ => {
                 let why = match &answer {
                     Err(f) => f.message.clone(),
