@@ -181,7 +181,10 @@ pub enum Provisioning {
     Untouched,
     /// Left the pause: `restored` when this run was last out and the read-back matched;
     /// otherwise `others` runs still hold it.
-    Left { restored: bool, others: usize },
+    Left {
+        restored: bool,
+        others: usize,
+    },
     /// Leaving failed: restoring is still pending.
     NotRestored,
 }

@@ -340,7 +340,8 @@ async fn interpret(
         .filter(|r| r.verdict == Verdict::Ok)
         .flat_map(|r| {
             let mut steps = r.label.spec().shows_as.to_vec();
-            if r.label == Label::Assign && r.result.get("immutableId").is_some_and(Value::is_string) {
+            if r.label == Label::Assign && r.result.get("immutableId").is_some_and(Value::is_string)
+            {
                 steps.push(StepKind::VerifyOkta);
             }
             steps
