@@ -267,3 +267,162 @@ pub fn decide(shape: &Shape, recs: &[Record]) -> Decision {
 pub fn resendable(label: Label) -> bool {
     !matches!(label.spec().resend, Resend::Read) && label.lane() != Lane::None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn shape(federated: bool, had_id: bool) -> Shape {
+        Shape {
+            upn: "adele@contoso.com".into(),
+            temporary_upn: federated.then(|| "adele@contoso.onmicrosoft.com".into()),
+            id_before: had_id.then(|| "OLD".into()),
+            planned_id: "NEW".into(),
+            okta_id_before: Some("OKTA".into()),
+            full: true,
+            budget: 3,
+        }
+    }
+
+    fn rec(label: Label, verdict: Verdict) -> Record {
+        Record::new(label, verdict)
+    }
+
+    fn fresh() -> Record {
+        let mut r = rec(Label::StaleCheck, Verdict::Ok);
+        r.result = json!({"change": null});
+        r
+    }
+
+    fn next_entra(s: &Shape, recs: &[Record]) -> Move<EntraEnd> {
+        decide(s, recs).entra
+    }
+
+    #[test]
+    fn the_stale_check_comes_first_and_the_pause_opens_beside_it() {
+        let d = decide(&shape(true, false), &[]);
+        assert!(matches!(
+            d.entra,
+            Move::Do(Action {
+                label: Label::StaleCheck,
+                ..
+            })
+        ));
+        assert!(matches!(
+            d.okta,
+            Move::Do(Action {
+                label: Label::Pause,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_refused_step_1_changes_nothing_and_is_not_resent() {
+        let s = shape(true, true);
+        let recs = [fresh(), rec(Label::UpnToTemporary, Verdict::Refused)];
+        assert_eq!(next_entra(&s, &recs), Move::Done(EntraEnd::Unchanged));
+    }
+
+    #[test]
+    fn an_unknown_step_2_on_a_federated_domain_moves_the_upn_first_then_resends() {
+        let s = shape(true, false);
+        let mut recs = vec![
+            fresh(),
+            rec(Label::UpnToTemporary, Verdict::Ok),
+            rec(Label::SetId, Verdict::Unknown),
+        ];
+        match next_entra(&s, &recs) {
+            Move::Do(a) => assert_eq!(a.label, Label::UpnToTemporary),
+            other => panic!("{other:?}"),
+        }
+        recs.push(rec(Label::UpnToTemporary, Verdict::Ok));
+        match next_entra(&s, &recs) {
+            Move::Do(a) => {
+                assert_eq!((a.label, a.attempt), (Label::SetId, 1));
+                assert_eq!(
+                    a.op,
+                    Op::Patch(UserPatch {
+                        user_principal_name: Some("adele@contoso.com".into()),
+                        on_premises_immutable_id: Some("NEW".into()),
+                    })
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refused_step_2_with_a_previous_id_moves_the_upn_back_without_touching_the_id() {
+        let s = shape(true, true);
+        let recs = [
+            fresh(),
+            rec(Label::UpnToTemporary, Verdict::Ok),
+            rec(Label::SetId, Verdict::Refused),
+        ];
+        match next_entra(&s, &recs) {
+            Move::Do(a) => assert_eq!(
+                (a.label, a.op),
+                (
+                    Label::UndoEntra,
+                    Op::Patch(UserPatch {
+                        user_principal_name: Some("adele@contoso.com".into()),
+                        on_premises_immutable_id: None,
+                    })
+                )
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refused_assign_is_never_resent_the_saved_profile_goes_back() {
+        let s = shape(false, true);
+        let mut pause = rec(Label::Pause, Verdict::Ok);
+        pause.result = json!({"first": true});
+        let mut check = rec(Label::CheckDeactivate, Verdict::Ok);
+        check.result = json!({"deactivate": false});
+        let mut verify = rec(Label::VerifyEntra, Verdict::Ok);
+        verify.result = json!({"seen": "NEW", "lagging": false});
+        let recs = [
+            fresh(),
+            pause,
+            rec(Label::SetId, Verdict::Ok),
+            verify,
+            check,
+            rec(Label::Unassign, Verdict::Ok),
+            rec(Label::Assign, Verdict::Refused),
+        ];
+        match decide(&s, &recs).okta {
+            Move::Do(a) => assert_eq!(
+                (a.label, a.op),
+                (Label::AssignSaved, Op::Assign { immutable_id: None })
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_unassign_without_a_check_made_after_the_last_restart() {
+        let s = shape(false, true);
+        let mut pause = rec(Label::Pause, Verdict::Ok);
+        pause.result = json!({"first": true});
+        let mut check = rec(Label::CheckDeactivate, Verdict::Ok);
+        check.result = json!({"deactivate": false});
+        let mut verify = rec(Label::VerifyEntra, Verdict::Ok);
+        verify.result = json!({"seen": "NEW", "lagging": false});
+        let recs = [
+            fresh(),
+            pause,
+            rec(Label::SetId, Verdict::Ok),
+            verify,
+            check,
+            rec(Label::Restart, Verdict::Ok),
+        ];
+        match decide(&s, &recs).okta {
+            Move::Do(a) => assert_eq!(a.label, Label::CheckDeactivate),
+            other => panic!("{other:?}"),
+        }
+    }
+}
