@@ -152,9 +152,10 @@ enum Outcome {
     Ok,
     /// 4xx with a real code: nothing changed.
     Refused,
-    /// The write is made, the answer comes after the client gave up (`HoldReply`; switch to
-    /// `FaultAction::ApplyThenFail` once the sandbox has it: applied, then a 500).
+    /// The write is made, the answer comes after the client gave up (`HoldReply`).
     UnknownApplied,
+    /// The write is made, then the service answers 500 (`ApplyThenFail`).
+    AppliedThen500,
     /// 500: nothing changed, but the client cannot know.
     UnknownNotApplied,
     /// `Delay` longer than the request timeout: the client gives up before the server serves.
@@ -164,10 +165,11 @@ enum Outcome {
 }
 
 impl Outcome {
-    const ALL: [Outcome; 5] = [
+    const ALL: [Outcome; 6] = [
         Outcome::Ok,
         Outcome::Refused,
         Outcome::UnknownApplied,
+        Outcome::AppliedThen500,
         Outcome::UnknownNotApplied,
         Outcome::Timeout,
     ];
@@ -177,6 +179,7 @@ impl Outcome {
             Outcome::Ok => "ok",
             Outcome::Refused => "refused",
             Outcome::UnknownApplied => "applied+lost",
+            Outcome::AppliedThen500 => "applied+500",
             Outcome::UnknownNotApplied => "500",
             Outcome::Timeout => "timeout",
         }
@@ -194,6 +197,11 @@ impl Outcome {
                 }
             }
             Outcome::UnknownApplied => FaultAction::HoldReply(HOLD),
+            Outcome::AppliedThen500 => FaultAction::ApplyThenFail {
+                status: 500,
+                code: step.server_error().into(),
+                message: "injected: applied, then a server error".into(),
+            },
             Outcome::UnknownNotApplied => FaultAction::Error {
                 status: 500,
                 code: step.server_error().into(),
@@ -823,6 +831,7 @@ fn two_fault_cases(n: usize) -> Vec<Case> {
     let bad = [
         Outcome::Refused,
         Outcome::UnknownApplied,
+        Outcome::AppliedThen500,
         Outcome::UnknownNotApplied,
         Outcome::Timeout,
     ];
