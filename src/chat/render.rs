@@ -145,6 +145,7 @@ pub fn summary_line(s: &RunSummary) -> String {
         RunOutcome::NeedsAttention => format!("🚨 {}", s.message),
         RunOutcome::Stale => format!("🔁 {}", s.message),
         RunOutcome::NotExecuted => format!("⛔ {}", s.message),
+        RunOutcome::Parked => format!("⏸ {}", s.message),
     }
 }
 
@@ -208,6 +209,7 @@ pub fn state_line(state: &PlanState) -> String {
                     "🔁 stale: the user changed since the plan; run the command again"
                 }
                 RunOutcome::NotExecuted => "⛔ not executed",
+                RunOutcome::Parked => "⏸ parked while the bot restarts",
             };
             format!("{what} · approved by {}", names(approved_by))
         }

@@ -24,6 +24,9 @@ pub struct Shape {
     pub full: bool,
     /// Sends per write (the first included) before its failure rule applies.
     pub budget: u32,
+    /// The bot is stopping: finish what is under way up to a safe boundary, start nothing new
+    /// (no Entra write when none was made; no unassign when none was sent).
+    pub parking: bool,
 }
 
 impl Shape {
@@ -111,6 +114,8 @@ pub enum EntraEnd {
     Stale(String),
     /// The facts could not be read again before the first write: nothing was written.
     NotReread(String),
+    /// The bot is stopping and no Entra write had been made: the run waits for the restart.
+    Parked,
     /// Neither done nor undone: a person must act.
     Stranded(Stranding),
 }
@@ -151,6 +156,9 @@ pub enum OktaEnd {
     SavedProfile,
     /// Neither assign went through: the user may be unassigned.
     MayBeUnassigned,
+    /// The bot is stopping and no unassign had been sent: the pause was left, and the Okta half
+    /// starts afresh on restart.
+    Parked,
 }
 
 /// A lane's next move.
@@ -277,6 +285,7 @@ mod tests {
         Shape {
             upn: "adele@contoso.com".into(),
             temporary_upn: federated.then(|| "adele@contoso.onmicrosoft.com".into()),
+            parking: false,
             id_before: had_id.then(|| "OLD".into()),
             planned_id: "NEW".into(),
             okta_id_before: Some("OKTA".into()),

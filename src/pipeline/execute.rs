@@ -382,6 +382,9 @@ async fn interpret(
             );
         }
     };
+    if entra == EntraEnd::Parked || okta.end == OktaEnd::Parked {
+        return park(ctx, plan, &exec, &shape, &records, &entra, &okta, started);
+    }
     let view = View::new(&records);
     let new_id = view.current_id(&shape);
     let clean = matches!(entra, EntraEnd::Written { lagging: false })
@@ -427,6 +430,54 @@ async fn interpret(
         exec.skip_unreported(&seen, &|k| skip_reason(k, &entra, &okta, plan));
     }
     conclude(ctx, summary, emit)
+}
+
+/// A run stopped at a safe boundary while the bot stops: the marker is journalled, the thread is
+/// told, and the run stays `running` for the next start to resume.
+#[allow(clippy::too_many_arguments)]
+fn park(
+    ctx: &Inner,
+    plan: &Plan,
+    exec: &Exec<'_>,
+    shape: &Shape,
+    records: &[Record],
+    entra: &EntraEnd,
+    okta: &OktaDone,
+    started: i64,
+) -> RunSummary {
+    let run = plan.run.to_string();
+    if let Err(e) = ctx.store.journal_check(
+        &run,
+        Label::Park.code(),
+        Label::Park.spec().api,
+        "",
+        "ok",
+        None,
+        None,
+        &Value::Null,
+    ) {
+        tracing::error!(%run, error = %format!("{e:#}"), "could not journal the park marker");
+    }
+    let saved = serde_json::to_value(&plan.app_user_before.profile).unwrap_or_default();
+    let summary = summarize(&Inputs {
+        run: plan.run,
+        shape,
+        entra_object: plan.entra_id.as_str(),
+        okta_app: ctx.okta.app_id(),
+        snapshot: None,
+        saved_profile: &saved,
+        records,
+        entra,
+        okta,
+        reads: &FinalReads::default(),
+        duration: since(started),
+    });
+    tracing::warn!(%run, "parked at a safe boundary while the bot stops");
+    exec.emit.send(RunEvent::Note {
+        run: plan.run,
+        text: format!("⏸ {}", summary.message),
+    });
+    summary
 }
 
 fn skip_reason(k: StepKind, entra: &EntraEnd, okta: &OktaDone, plan: &Plan) -> String {

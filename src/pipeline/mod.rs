@@ -43,6 +43,8 @@ pub(crate) struct Inner {
     pub(crate) locks: UserLocks,
     pub(crate) observers: Vec<Arc<dyn RunObserver>>,
     pub(crate) crash: Option<Arc<dyn CrashPoints>>,
+    /// Set when the bot is stopping: runs go on to a safe boundary and park there.
+    pub(crate) parking: std::sync::atomic::AtomicBool,
 }
 
 /// Cheap to clone; one per process, shared by every run.
@@ -71,6 +73,7 @@ impl Engine {
                 locks: UserLocks::default(),
                 observers: Vec::new(),
                 crash: None,
+                parking: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -93,6 +96,17 @@ impl Engine {
             None => tracing::error!("crash points were added to an engine already shared; ignored"),
         }
         self
+    }
+
+    /// The bot is stopping (SIGTERM): every run goes on to a safe boundary and parks there. A
+    /// run in its Okta half (an unassign sent) finishes it; a run in its Entra half finishes that
+    /// half; neither starts what comes next. A parked run leaves the provisioning pause (the last
+    /// one out restores it), stays `running`, and its `execute` returns [`RunOutcome::Parked`];
+    /// the next start resumes it from its journal.
+    pub fn park(&self) {
+        self.inner
+            .parking
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn emitter<'a>(&'a self, reporter: &'a Reporter) -> run::Emitter<'a> {

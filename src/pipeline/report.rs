@@ -130,6 +130,9 @@ pub enum RunOutcome {
     Stale,
     /// Not executed (already running, not approved).
     NotExecuted,
+    /// The bot stopped with the run at a safe boundary; it is still `running` and resumes when
+    /// the bot starts again.
+    Parked,
 }
 
 impl RunOutcome {
@@ -142,6 +145,7 @@ impl RunOutcome {
             RunOutcome::NeedsAttention => RunState::NeedsAttention,
             RunOutcome::Stale => RunState::Stale,
             RunOutcome::NotExecuted => RunState::NotExecuted,
+            RunOutcome::Parked => RunState::Running,
         }
     }
 }

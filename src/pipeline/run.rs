@@ -88,6 +88,7 @@ pub(crate) fn shape_of(plan: &Plan, budget: u32) -> Shape {
         okta_id_before: plan.okta_immutable_id_before().map(str::to_owned),
         full: plan.mode == RepairMode::Full,
         budget: budget.max(1),
+        parking: false,
     }
 }
 
@@ -104,7 +105,11 @@ pub(crate) async fn drive(
     // Each pass completes at least one action; every action is bounded by the table's budget,
     // so this bound is only a guard against a decision that never ends.
     for _ in 0..500 {
-        let d = decide(shape, records);
+        let live = Shape {
+            parking: exec.ctx.parking.load(std::sync::atomic::Ordering::SeqCst),
+            ..shape.clone()
+        };
+        let d = decide(&live, records);
         if entra.is_none() {
             match d.entra {
                 Move::Do(a) => entra = Some(Box::pin(exec.act(shape, a, records.clone()))),

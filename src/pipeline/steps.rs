@@ -39,6 +39,9 @@ pub enum Label {
     DrawId,
     /// The process restarted here: checks made before it no longer count.
     Restart,
+    /// The bot stopped (SIGTERM) with this run parked before its Okta half; the pause it held
+    /// was left, and the Okta half starts afresh on restart.
+    Park,
 }
 
 /// Which half of the repair a label belongs to; one action per lane is in flight at a time.
@@ -269,10 +272,21 @@ pub const TABLE: &[StepSpec] = &[
         on_unknown: OnUnknown::Repeat,
         claim: "the bot restarted here",
     },
+    StepSpec {
+        label: Label::Park,
+        code: "park",
+        shows_as: &[],
+        lane: Lane::None,
+        api: "marker",
+        resend: Resend::Read,
+        on_refused: OnRefused::NotAWrite,
+        on_unknown: OnUnknown::Repeat,
+        claim: "the run was parked before its Okta half while the bot stopped",
+    },
 ];
 
 impl Label {
-    pub const ALL: [Label; 14] = [
+    pub const ALL: [Label; 15] = [
         Label::StaleCheck,
         Label::UpnToTemporary,
         Label::SetId,
@@ -287,6 +301,7 @@ impl Label {
         Label::UndoEntra,
         Label::DrawId,
         Label::Restart,
+        Label::Park,
     ];
 
     pub fn spec(self) -> &'static StepSpec {

@@ -47,7 +47,8 @@ fn entra_value(i: &Inputs<'_>, new_id: &str) -> (Option<String>, String) {
         EntraEnd::Unchanged
         | EntraEnd::RolledBack
         | EntraEnd::Stale(_)
-        | EntraEnd::NotReread(_) => Some(i.shape.id_before.clone()),
+        | EntraEnd::NotReread(_)
+        | EntraEnd::Parked => Some(i.shape.id_before.clone()),
         EntraEnd::BackWithoutId => Some(None),
         EntraEnd::Unexpected(v) => Some(Some(v.clone())),
         EntraEnd::Stranded(_) => None,
@@ -83,7 +84,8 @@ fn okta_value(i: &Inputs<'_>) -> (Option<String>, String) {
         | OktaEnd::NotPaused { .. }
         | OktaEnd::UnassignNotSent { .. }
         | OktaEnd::StillAssigned { .. }
-        | OktaEnd::SavedProfile => Some(before),
+        | OktaEnd::SavedProfile
+        | OktaEnd::Parked => Some(before),
         OktaEnd::Assigned { seen } => Some(seen.clone()),
         OktaEnd::MayBeUnassigned => None,
     };
@@ -204,6 +206,10 @@ pub fn summarize(i: &Inputs<'_>) -> RunSummary {
             );
             actions.push(format!("in Graph send {}", patch_json(id)));
         }
+        EntraEnd::Parked => {
+            outcome = RunOutcome::Parked;
+            head = "the bot is stopping, and this run had not written anything yet: it runs when the bot starts again".to_owned();
+        }
         EntraEnd::Stale(change) => {
             outcome = RunOutcome::Stale;
             head = format!("the plan is stale ({change}); nothing was written. Run the command again for a new plan");
@@ -243,6 +249,12 @@ pub fn summarize(i: &Inputs<'_>) -> RunSummary {
                 .any(|r| r.verdict != Verdict::Ok && !r.died)
                 || view.restarted();
             match &i.okta.end {
+                OktaEnd::Parked => {
+                    outcome = RunOutcome::Parked;
+                    head = format!(
+                        "the bot is stopping: Entra was sent {new_id}, and the run stopped before the Okta half; it resumes when the bot starts again"
+                    );
+                }
                 OktaEnd::NotNeeded => {
                     outcome = RunOutcome::Repaired;
                     head = format!(

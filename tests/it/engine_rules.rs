@@ -453,3 +453,95 @@ async fn an_approved_run_killed_before_its_first_write_runs_once_after_the_resta
     assert!(recover(&rig, None).await.is_empty(), "runs once");
     assert_eq!(calls_of(&rig.sb, "graph.update_user"), writes);
 }
+
+/// Says when a label's first send is about to go out, without stopping it.
+struct Signal {
+    label: Label,
+    hit: Notify,
+}
+
+impl CrashPoints for Signal {
+    fn freeze(
+        &self,
+        _run: o365_fixbot::domain::RunId,
+        label: Label,
+        attempt: u32,
+        point: CrashPoint,
+    ) -> bool {
+        if label == self.label && attempt == 0 && point == CrashPoint::BeforeCall {
+            self.hit.notify_one();
+        }
+        false
+    }
+}
+
+#[tokio::test]
+async fn a_run_parked_mid_entra_finishes_entra_leaves_the_pause_and_resumes_on_restart() {
+    let rig = rig().await;
+    let signal = Arc::new(Signal {
+        label: Label::SetId,
+        hit: Notify::new(),
+    });
+    let e = rig.engine(Some(signal.clone()));
+    let p = plan(&e, ADELE).await;
+    // Step 2 is still in flight when the bot is told to stop.
+    rig.sb.inject(Fault {
+        op: "graph.update_user".into(),
+        nth: 2,
+        times: 1,
+        action: FaultAction::Delay(Duration::from_millis(300)),
+    });
+    assert!(e.mark_approved(p.run).unwrap());
+    let hit = signal.hit.notified();
+    let (engine, plan_) = (e.clone(), p.clone());
+    let task = tokio::spawn(async move { engine.execute(&plan_, &Reporter::discard()).await });
+    tokio::time::timeout(WAIT, hit)
+        .await
+        .expect("step 2 starts");
+    e.park();
+    let s = tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    assert_eq!(s.outcome, RunOutcome::Parked, "{s:?}");
+    let new = p.new_immutable_id.to_string();
+    // The Entra half was finished; Okta was not touched; the pause was left and restored.
+    let user = rig.sb.entra_user(ADELE).unwrap();
+    assert_eq!(user.on_premises_immutable_id.as_deref(), Some(new.as_str()));
+    assert_eq!(calls_of(&rig.sb, "okta.unassign"), 0);
+    assert_eq!(rig.sb.provisioning_capabilities(), rig.initial);
+    let state = e.store().run(&p.run.to_string()).unwrap().unwrap().state;
+    assert_eq!(state, RunState::Running, "left for the next start");
+    drop(e);
+    let settled = recover(&rig, None).await;
+    assert_eq!(settled.len(), 1);
+    assert!(
+        matches!(settled[0].outcome, RunOutcome::RepairedAfterRollForward),
+        "{settled:?}"
+    );
+    let okta_user = rig.sb.okta_user_id(ADELE).unwrap();
+    let app = rig.sb.okta_app_user(&okta_user).unwrap();
+    assert_eq!(app.immutable_id(), Some(new.as_str()));
+    rig.assert_safe(ADELE, &settled[0]);
+}
+
+#[tokio::test]
+async fn a_run_parked_before_its_first_write_writes_nothing_and_runs_on_restart() {
+    let rig = rig().await;
+    let e = rig.engine(None);
+    let p = plan(&e, MEGAN).await;
+    assert!(e.mark_approved(p.run).unwrap());
+    e.park();
+    let s = e.execute(&p, &Reporter::discard()).await;
+    assert_eq!(s.outcome, RunOutcome::Parked, "{s:?}");
+    assert_eq!(calls_of(&rig.sb, "graph.update_user"), 0);
+    assert_eq!(rig.sb.provisioning_writes().len(), 0, "not even paused");
+    drop(e);
+    let settled = recover(&rig, None).await;
+    assert_eq!(settled.len(), 1);
+    assert!(
+        matches!(
+            settled[0].outcome,
+            RunOutcome::Repaired | RunOutcome::RepairedAfterRollForward
+        ),
+        "{settled:?}"
+    );
+    rig.assert_safe(MEGAN, &settled[0]);
+}

@@ -59,6 +59,9 @@ pub(super) fn entra_lane(s: &Shape, v: &View) -> Move<EntraEnd> {
             Label::UpnToTemporary | Label::SetId | Label::UndoEntra
         )
     });
+    if !wrote && s.parking {
+        return Move::Done(EntraEnd::Parked);
+    }
     if !wrote {
         match View::last_in(v.since(Some(Label::Restart)), Label::StaleCheck) {
             None => return act(Label::StaleCheck, 0, Op::StaleCheck),

@@ -16,9 +16,20 @@ pub(super) fn okta_lane(s: &Shape, v: &View, entra: &Move<EntraEnd>) -> Move<Okt
     let entra_failed = matches!(entra, Move::Done(e) if !e.written());
     let okta_act = |label: Label, attempt: u32, op: Op| Move::Do(Action { label, attempt, op });
 
+    // A run parked earlier left its pause: the Okta half starts afresh after the marker.
+    let since_park = v.since(Some(Label::Park));
+    // Stopping before any unassign: leave the pause (if held) and wait for the restart.
+    let park_now = s.parking && v.last(Label::Unassign).is_none();
+
     // 5: the pause opens at once, alongside the Entra half: it is independent of it, and the
     // Okta steps can start the moment Entra is done.
-    match v.last(Label::Pause) {
+    match View::last_in(since_park, Label::Pause) {
+        None if park_now => {
+            return Move::Done(OktaDone {
+                end: OktaEnd::Parked,
+                provisioning: Provisioning::Untouched,
+            })
+        }
         None if entra_failed => {
             return Move::Done(OktaDone {
                 end: OktaEnd::Untouched,
@@ -38,13 +49,17 @@ pub(super) fn okta_lane(s: &Shape, v: &View, entra: &Move<EntraEnd>) -> Move<Okt
         Some(_) => {}
     }
 
-    let end = match okta_progress(s, v, entra) {
-        Progress::Next(a) => return Move::Do(a),
-        Progress::Wait => return Move::Wait,
-        Progress::End(end) => end,
+    let end = if park_now {
+        OktaEnd::Parked
+    } else {
+        match okta_progress(s, v, entra) {
+            Progress::Next(a) => return Move::Do(a),
+            Progress::Wait => return Move::Wait,
+            Progress::End(end) => end,
+        }
     };
     // 9: whatever happened, leave the pause.
-    match v.last(Label::Resume) {
+    match View::last_in(since_park, Label::Resume) {
         None => okta_act(Label::Resume, 0, Op::Resume),
         Some(r) if r.died => okta_act(Label::Resume, 0, Op::Resume),
         Some(r) => Move::Done(OktaDone {
