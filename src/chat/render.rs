@@ -133,10 +133,11 @@ pub fn step_line(r: &StepReport) -> String {
 
 /// The summary's last line. The engine's message already says what each system holds and how
 /// provisioning was left (computed once, from the journal and the final reads); this only adds
-/// the outcome's mark and the time.
+/// the outcome's mark, the time, and the audit head (so the chat keeps a copy of it that
+/// `audit verify --expect-head` can check the log against).
 pub fn summary_line(s: &RunSummary) -> String {
     let secs = s.duration.as_secs_f64();
-    match s.outcome {
+    let line = match s.outcome {
         RunOutcome::Repaired | RunOutcome::RepairedAfterRollForward => {
             format!("🎉 done in {secs:.1} s: {}", s.message)
         }
@@ -145,6 +146,10 @@ pub fn summary_line(s: &RunSummary) -> String {
         RunOutcome::NeedsAttention => format!("🚨 {}", s.message),
         RunOutcome::Stale => format!("🔁 {}", s.message),
         RunOutcome::NotExecuted => format!("⛔ {}", s.message),
+    };
+    match &s.audit_head {
+        Some(head) => format!("{line} · audit head {head}"),
+        None => line,
     }
 }
 

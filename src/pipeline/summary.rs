@@ -358,5 +358,6 @@ pub fn summarize(i: &Inputs<'_>) -> RunSummary {
         },
         message,
         duration: i.duration,
+        audit_head: None,
     }
 }
