@@ -244,4 +244,26 @@ mod tests {
         assert!(!s.contains("<@1"));
         assert_eq!(sanitize(&"a".repeat(5000), 10).chars().count(), 11);
     }
+
+    #[test]
+    fn the_summary_line_ends_with_the_audit_head_when_there_is_one() {
+        let mut s = RunSummary {
+            run: crate::domain::RunId::new(),
+            upn: "a@contoso.com".into(),
+            outcome: RunOutcome::Repaired,
+            entra_immutable_id: None,
+            okta_immutable_id: None,
+            provisioning: crate::pipeline::ProvisioningState::Untouched,
+            failed_step: None,
+            message: "Repaired".into(),
+            duration: Duration::from_millis(1500),
+            audit_head: None,
+        };
+        assert_eq!(summary_line(&s), "🎉 done in 1.5 s: Repaired");
+        s.audit_head = Some("7:0123456789abcdef".into());
+        assert_eq!(
+            summary_line(&s),
+            "🎉 done in 1.5 s: Repaired · audit head 7:0123456789abcdef"
+        );
+    }
 }
