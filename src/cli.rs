@@ -77,8 +77,15 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum AuditAction {
-    /// Check every record's hash and link; report the first broken one (exit 1).
-    Verify,
+    /// Check every record's hash and link, and that the log still reaches the head recorded in
+    /// the data directory's `audit-head` file; report the first broken record or a cut tail
+    /// (exit 1).
+    Verify {
+        /// Also check against a head recorded elsewhere, as `seq:hash` (a run summary's
+        /// "audit head", or a previous verify's; at least 16 hex digits of the hash).
+        #[arg(long, value_name = "SEQ:HASH")]
+        expect_head: Option<crate::store::AuditHead>,
+    },
     /// Write every record as JSON lines to standard output (for a SIEM).
     Export,
 }
@@ -265,15 +272,38 @@ fn audit(config: &Config, action: AuditAction) -> anyhow::Result<()> {
     use std::io::Write;
     let store = Store::open(&config.store.data_dir)?;
     match action {
-        AuditAction::Verify => match store.audit_verify()? {
-            Verification::Intact { records } => {
-                println!("audit log intact: {records} records");
-                Ok(())
+        AuditAction::Verify { expect_head } => {
+            match store.audit_verify_expecting(expect_head.as_ref())? {
+                Verification::Intact { records } => {
+                    let head = store
+                        .audit_head()?
+                        .map_or_else(|| "none".to_owned(), |h| h.to_string());
+                    println!("audit log intact: {records} records, head {head}");
+                    match store.audit_head_file()? {
+                        // Behind is allowed: a crash between a commit and the file's update.
+                        Some(file) if file.seq < records as i64 => println!(
+                            "head file: at record {} ({} behind; it catches up on the next write)",
+                            file.seq,
+                            records as i64 - file.seq
+                        ),
+                        Some(_) => println!("head file: matches"),
+                        None => println!(
+                            "head file: none yet (written with the next audit record); a cut tail cannot be detected without one"
+                        ),
+                    }
+                    if let Some(h) = expect_head {
+                        println!("expected head {h}: present");
+                    }
+                    Ok(())
+                }
+                Verification::Broken { seq, reason } => {
+                    anyhow::bail!("audit log broken at record {seq}: {reason}")
+                }
+                Verification::Truncated { reason, .. } => {
+                    anyhow::bail!("audit log truncated: {reason}")
+                }
             }
-            Verification::Broken { seq, reason } => {
-                anyhow::bail!("audit log broken at record {seq}: {reason}")
-            }
-        },
+        }
         AuditAction::Export => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for record in store.audit_records()? {

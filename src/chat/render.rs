@@ -133,10 +133,11 @@ pub fn step_line(r: &StepReport) -> String {
 
 /// The summary's last line. The engine's message already says what each system holds and how
 /// provisioning was left (computed once, from the journal and the final reads); this only adds
-/// the outcome's mark and the time.
+/// the outcome's mark, the time, and the audit head (so the chat keeps a copy of it that
+/// `audit verify --expect-head` can check the log against).
 pub fn summary_line(s: &RunSummary) -> String {
     let secs = s.duration.as_secs_f64();
-    match s.outcome {
+    let line = match s.outcome {
         RunOutcome::Repaired | RunOutcome::RepairedAfterRollForward => {
             format!("🎉 done in {secs:.1} s: {}", s.message)
         }
@@ -146,6 +147,10 @@ pub fn summary_line(s: &RunSummary) -> String {
         RunOutcome::Stale => format!("🔁 {}", s.message),
         RunOutcome::NotExecuted => format!("⛔ {}", s.message),
         RunOutcome::Parked => format!("⏸ {}", s.message),
+    };
+    match &s.audit_head {
+        Some(head) => format!("{line} · audit head {head}"),
+        None => line,
     }
 }
 
@@ -240,5 +245,27 @@ mod tests {
         assert!(!s.contains('`'));
         assert!(!s.contains("<@1"));
         assert_eq!(sanitize(&"a".repeat(5000), 10).chars().count(), 11);
+    }
+
+    #[test]
+    fn the_summary_line_ends_with_the_audit_head_when_there_is_one() {
+        let mut s = RunSummary {
+            run: crate::domain::RunId::new(),
+            upn: "a@contoso.com".into(),
+            outcome: RunOutcome::Repaired,
+            entra_immutable_id: None,
+            okta_immutable_id: None,
+            provisioning: crate::pipeline::ProvisioningState::Untouched,
+            failed_step: None,
+            message: "Repaired".into(),
+            duration: Duration::from_millis(1500),
+            audit_head: None,
+        };
+        assert_eq!(summary_line(&s), "🎉 done in 1.5 s: Repaired");
+        s.audit_head = Some("7:0123456789abcdef".into());
+        assert_eq!(
+            summary_line(&s),
+            "🎉 done in 1.5 s: Repaired · audit head 7:0123456789abcdef"
+        );
     }
 }

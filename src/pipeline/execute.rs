@@ -58,6 +58,7 @@ fn blank_summary(
         failed_step: None,
         message,
         duration,
+        audit_head: None,
     }
 }
 
@@ -499,7 +500,7 @@ fn skip_reason(k: StepKind, entra: &EntraEnd, okta: &OktaDone, plan: &Plan) -> S
 }
 
 /// Stores and announces a run's outcome: the one place a run ends.
-pub(crate) fn conclude(ctx: &Inner, summary: RunSummary, emit: &Emitter<'_>) -> RunSummary {
+pub(crate) fn conclude(ctx: &Inner, mut summary: RunSummary, emit: &Emitter<'_>) -> RunSummary {
     let record = serde_json::to_value(&summary).unwrap_or(Value::Null);
     if let Err(e) =
         ctx.store
@@ -507,8 +508,20 @@ pub(crate) fn conclude(ctx: &Inner, summary: RunSummary, emit: &Emitter<'_>) -> 
     {
         tracing::error!(run = %summary.run, error = %format!("{e:#}"), "could not store the run summary");
     }
+    summary.audit_head = audit_head(ctx);
     emit.send(RunEvent::Finished(summary.clone()));
     summary
+}
+
+/// The audit head to post with an outcome; a summary without it still goes out.
+pub(crate) fn audit_head(ctx: &Inner) -> Option<String> {
+    match ctx.store.audit_head() {
+        Ok(head) => head.map(|h| h.short()),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "could not read the audit head");
+            None
+        }
+    }
 }
 
 /// Whether an approved run found after a restart may still run.

@@ -312,6 +312,7 @@ impl Engine {
                 self.inner.policy.approved_run_max_age.as_secs() / 60
             ),
             duration: std::time::Duration::ZERO,
+            audit_head: execute::audit_head(&self.inner),
         };
         if let Err(e) = moved {
             tracing::error!(run = %plan.run, error = %format!("{e:#}"), "could not expire an approved run");
@@ -345,6 +346,7 @@ impl Engine {
             failed_step: None,
             message,
             duration: std::time::Duration::ZERO,
+            audit_head: None,
         }
     }
 

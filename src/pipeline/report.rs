@@ -176,6 +176,11 @@ pub struct RunSummary {
     pub message: String,
     #[serde(with = "crate::directory::millis")]
     pub duration: Duration,
+    /// The audit log's head (`seq:hash-prefix`) once this outcome was recorded, posted so the
+    /// log can later be checked against a copy nobody with the data directory can edit. Not
+    /// stored with the summary: the outcome's own audit record is what moves the head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_head: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -370,5 +370,6 @@ pub fn summarize(i: &Inputs<'_>) -> RunSummary {
         },
         message,
         duration: i.duration,
+        audit_head: None,
     }
 }

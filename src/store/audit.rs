@@ -32,6 +32,13 @@ pub enum Verification {
         seq: i64,
         reason: String,
     },
+    /// Every record links, but the chain does not hold `head`, recorded outside the database
+    /// (the head file, or one the operator noted): records were cut off the end.
+    Truncated {
+        records: u64,
+        head: super::AuditHead,
+        reason: String,
+    },
 }
 
 fn digest(

@@ -3,6 +3,7 @@
 //! This file holds the handle, its connection helpers and the stored types; each table's
 //! queries live in the child module named for it.
 
+mod anchor;
 mod audit;
 mod journal;
 mod leases;
@@ -22,6 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use journal::StepRow;
 
+pub use anchor::{AuditHead, BadHead, HeadFileError, VerifyError, HEAD_FILE, SHORT_HASH_HEX};
 pub use audit::{AuditRecord, Verification};
 pub use migrations::{SCHEMA_VERSION, V1_SCHEMA};
 
@@ -37,6 +39,8 @@ pub fn now_ms() -> i64 {
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// The audit head file; locked only while `conn` is, so file writes follow commit order.
+    anchor: Arc<Mutex<anchor::Anchor>>,
     /// Held for the life of the process: one instance per data directory.
     _instance: Option<Arc<std::fs::File>>,
 }
@@ -164,9 +168,11 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrations::apply(&mut conn).context("database migration failed")?;
+        let anchor = anchor::Anchor::open(path, &conn).context("cannot read the audit head")?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_owned(),
+            anchor: Arc::new(Mutex::new(anchor)),
             _instance: None,
         })
     }
@@ -183,7 +189,9 @@ impl Store {
         Ok(f(&conn)?)
     }
 
-    /// Runs `f` in one IMMEDIATE transaction: all of it commits, or none.
+    /// Runs `f` in one IMMEDIATE transaction: all of it commits, or none. Every audit append
+    /// goes through here, so this is where the head file follows the chain — after the commit,
+    /// so the file never names a record the database might not keep.
     fn tx<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> anyhow::Result<T> {
         let mut conn = self
             .conn
@@ -192,6 +200,9 @@ impl Store {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
+        if let Ok(mut anchor) = self.anchor.lock() {
+            anchor.after_commit(&conn);
+        }
         Ok(out)
     }
 
@@ -231,8 +242,34 @@ impl Store {
         self.with(|c| audit::records(c).map(|v| v.into_iter().map(|(r, _)| r).collect()))
     }
 
-    pub fn audit_verify(&self) -> anyhow::Result<Verification> {
-        self.with(audit::verify)
+    /// Checks the chain, and that it still holds the head recorded in the head file.
+    pub fn audit_verify(&self) -> Result<Verification, VerifyError> {
+        self.audit_verify_expecting(None)
+    }
+
+    /// Like [`Store::audit_verify`], also checking a head recorded elsewhere (e.g. posted in
+    /// chat by a run summary), which survives someone rewriting the head file too.
+    pub fn audit_verify_expecting(
+        &self,
+        expected: Option<&AuditHead>,
+    ) -> Result<Verification, VerifyError> {
+        // A panic elsewhere must not stop an auditor from reading the log: this only reads.
+        let conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        anchor::check(&conn, &self.path, expected)
+    }
+
+    /// The chain's newest record (full hash; [`AuditHead::short`] for display); `None` while
+    /// the log is empty.
+    pub fn audit_head(&self) -> anyhow::Result<Option<AuditHead>> {
+        self.with(anchor::db_head)
+    }
+
+    /// What the head file beside the database records, read now.
+    pub fn audit_head_file(&self) -> Result<Option<AuditHead>, HeadFileError> {
+        anchor::read(&anchor::head_path(&self.path))
     }
 }
 

@@ -415,6 +415,68 @@ async fn a_corrupted_audit_record_is_reported() {
     ));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_audit_tail_is_reported_from_the_head_file_and_the_posted_head() {
+    let t = tenant().await;
+    let mut bot = Bot::start(&t);
+    request(&mut bot, ALEX);
+    assert!(bot.wait_for(|l| l.contains("🎉")));
+    let seen = bot.finish();
+    // The head the thread was told: the copy someone with the data directory cannot edit.
+    let posted = seen
+        .iter()
+        .find_map(|l| l.split(" · audit head ").nth(1))
+        .map(|h| h.split_whitespace().next().unwrap().to_owned())
+        .unwrap_or_else(|| panic!("no audit head in the summary: {seen:#?}"));
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["audit", "verify"];
+        args.extend_from_slice(extra);
+        command(&t, &args).output().unwrap()
+    };
+    let intact = verify(&["--expect-head", &posted]);
+    assert_eq!(
+        intact.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&intact.stderr)
+    );
+    assert!(String::from_utf8_lossy(&intact.stdout).contains("audit log intact"));
+
+    let data = t.dir.join("data");
+    {
+        // Someone with the file drops the guard and deletes the newest records.
+        let c = rusqlite::Connection::open(data.join("fixbot.sqlite3")).unwrap();
+        c.execute_batch(
+            "DROP TRIGGER audit_no_delete;
+             DELETE FROM audit WHERE seq > (SELECT MAX(seq) - 3 FROM audit);",
+        )
+        .unwrap();
+    }
+    let cut = verify(&[]);
+    let err = String::from_utf8_lossy(&cut.stderr);
+    assert_eq!(cut.status.code(), Some(1), "truncation not detected: {err}");
+    assert!(err.contains("audit log truncated"), "{err}");
+    assert!(err.contains("head file"), "{err}");
+
+    // With the head file gone too, the head posted in chat still tells.
+    std::fs::remove_file(data.join(o365_fixbot::store::HEAD_FILE)).unwrap();
+    assert_eq!(verify(&[]).status.code(), Some(0));
+    let cut = verify(&["--expect-head", &posted]);
+    let err = String::from_utf8_lossy(&cut.stderr);
+    assert_eq!(cut.status.code(), Some(1), "truncation not detected: {err}");
+    assert!(
+        err.contains("audit log truncated") && err.contains("expected head"),
+        "{err}"
+    );
+
+    // A head too short to be trusted is a usage error, not a verdict.
+    let short = posted
+        .split_once(':')
+        .map(|(s, h)| format!("{s}:{}", &h[..8]))
+        .unwrap();
+    assert_eq!(verify(&["--expect-head", &short]).status.code(), Some(2));
+}
+
 /// Edits the database file's bytes in place, as someone with the file could.
 fn corrupt(db: &Path, from: &[u8], to: &[u8]) {
     assert_eq!(from.len(), to.len());
