@@ -233,10 +233,31 @@ impl Bot {
                 }
                 let permit = st.permit.take();
                 self.close(slot, st, true);
+                if self.lifecycle.draining() {
+                    // Recorded as approved: the next process starts it (startup recovery), so a
+                    // shutdown never waits on a run it has not begun.
+                    self.thread_say(
+                        poster,
+                        &slot.place,
+                        "✅ approved — the bot is restarting; this run starts as soon as it is back.",
+                        &[],
+                    )
+                    .await;
+                    return;
+                }
+                // Entered before the task is spawned, so a shutdown cannot miss it.
+                let working = self.lifecycle.enter(format!(
+                    "run {} for {}",
+                    slot.run().short(),
+                    slot.plan.upn
+                ));
                 let bot = Arc::clone(self);
                 let poster = poster.clone();
                 let slot = Arc::clone(slot);
-                tokio::spawn(async move { bot.execute(&poster, slot, names, permit).await });
+                tokio::spawn(async move {
+                    bot.execute(&poster, slot, names, permit).await;
+                    drop(working);
+                });
             }
             Ok(None) => {
                 // Moved on elsewhere (a cancel or expiry that won the race).
