@@ -47,6 +47,17 @@ impl Served {
             &config,
             format!(
                 r#"
+# Required sections; `serve --sandbox` replaces them with its own tenant's.
+[graph]
+authority = "http://127.0.0.1:9/login"
+graph_base = "http://127.0.0.1:9/graph/v1.0"
+tenant_id = "sandbox-tenant"
+client_id = "fixbot-sandbox"
+
+[okta]
+org_url = "http://127.0.0.1:9/okta"
+app_id = "{APP_ID}"
+
 [repair]
 allowed_domains = ["contoso.com", "fabrikam.com"]
 verify_attempts = 3
