@@ -7,7 +7,7 @@ use crate::fake_discord::{
     FakeDiscord, Person, APPROVER_ROLE, CHANNEL, GUILD, REQUESTER_ROLE, TOKEN,
 };
 use o365_fixbot::domain::RunState;
-use o365_fixbot::sandbox::scenario::{ALEX, APP_ID};
+use o365_fixbot::sandbox::scenario::{ALEX, APP_ID, MEGAN};
 use o365_fixbot::store::Store;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -244,6 +244,15 @@ async fn sigterm_answers_commands_restarting_lets_the_executing_run_finish_and_r
     );
     fake.wait_response(ask, T).await;
     let plan = fake.wait_plan(CHANNEL, ALEX, T).await;
+    // A second plan, still awaiting approval when the signal comes.
+    let ask2 = fake.slash(
+        &alice(),
+        CHANNEL,
+        "fix-immutable-id",
+        &[("user", MEGAN), ("reason", "INC-9 approved late")],
+    );
+    fake.wait_response(ask2, T).await;
+    let waiting = fake.wait_plan(CHANNEL, MEGAN, T).await;
     fake.react(&bob(), CHANNEL, plan, "✅");
     fake.wait_text(plan, "— starting", T).await;
     assert!(
@@ -267,6 +276,10 @@ async fn sigterm_answers_commands_restarting_lets_the_executing_run_finish_and_r
     let reply = fake.wait_reply(late, T).await;
     assert_eq!(reply.response.map(|r| r.1), Some(64), "ephemeral");
     assert!(reply.last_text().contains("restarting"), "{reply:?}");
+    // An approval completed meanwhile is recorded, and its run left for the next start.
+    fake.react(&bob(), CHANNEL, waiting, "✅");
+    fake.wait_text(waiting, "starts as soon as it is back", T)
+        .await;
 
     let status = bot.exit_within(T);
     assert!(status.success(), "exit {status}\n{}", bot.log());
@@ -276,10 +289,12 @@ async fn sigterm_answers_commands_restarting_lets_the_executing_run_finish_and_r
     let runs = store.recent_runs(10).unwrap();
     assert_eq!(
         runs.len(),
-        1,
+        2,
         "nothing was planned after the signal: {runs:?}"
     );
-    assert_eq!(runs[0].state, RunState::Succeeded);
+    let state_of = |upn: &str| runs.iter().find(|r| r.upn == upn).map(|r| r.state);
+    assert_eq!(state_of(ALEX), Some(RunState::Succeeded));
+    assert_eq!(state_of(MEGAN), Some(RunState::Approved), "not started");
     // The Okta app lease is free for the next instance, whatever its name.
     assert!(
         store
