@@ -70,11 +70,13 @@ impl Drop for Working {
 impl Lifecycle {
     /// From now on no new work is taken.
     pub fn begin_shutdown(&self) {
-        self.draining.store(true, Ordering::Release);
+        // SeqCst, with the work map behind a lock: a caller that enters work and then reads the
+        // flag, and a shutdown that sets the flag and then reads the work, cannot both miss.
+        self.draining.store(true, Ordering::SeqCst);
     }
 
     pub fn draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// Records work that a shutdown waits for, until the returned guard is dropped.

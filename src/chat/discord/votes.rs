@@ -233,7 +233,15 @@ impl Bot {
                 }
                 let permit = st.permit.take();
                 self.close(slot, st, true);
+                // Entered before the shutdown flag is read and before the task is spawned: a
+                // shutdown that begins meanwhile either sees this run or is seen here.
+                let working = self.lifecycle.enter(format!(
+                    "run {} for {}",
+                    slot.run().short(),
+                    slot.plan.upn
+                ));
                 if self.lifecycle.draining() {
+                    drop(working);
                     // Recorded as approved: the next process starts it (startup recovery), so a
                     // shutdown never waits on a run it has not begun.
                     self.thread_say(
@@ -245,12 +253,6 @@ impl Bot {
                     .await;
                     return;
                 }
-                // Entered before the task is spawned, so a shutdown cannot miss it.
-                let working = self.lifecycle.enter(format!(
-                    "run {} for {}",
-                    slot.run().short(),
-                    slot.plan.upn
-                ));
                 let bot = Arc::clone(self);
                 let poster = poster.clone();
                 let slot = Arc::clone(slot);
