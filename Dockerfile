@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # Build: docker build -t o365-fixbot .
-# Run:   docker run -v fixbot-data:/var/lib/o365-fixbot \
+# Run:   docker run --stop-timeout 30 -v fixbot-data:/var/lib/o365-fixbot \
 #          -v $PWD/config/local.toml:/etc/o365-fixbot/config.toml:ro \
 #          -e FIXBOT_DISCORD_TOKEN_FILE=/run/secrets/discord_token ... o365-fixbot
 
@@ -31,5 +31,10 @@ EXPOSE 9464
 USER 65532:65532
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["/usr/local/bin/o365-fixbot", "healthcheck"]
+# The binary is PID 1 (no shell, no init) and handles SIGTERM itself: it stops taking commands,
+# waits up to [ops] shutdown_grace (25 s) for executing runs, releases its lease and exits 0.
+# Stop it with a longer timeout than that: docker stop -t 30 (Kubernetes:
+# terminationGracePeriodSeconds: 30 or more); Docker's default 10 s SIGKILLs runs mid-step.
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/o365-fixbot"]
 CMD ["serve"]

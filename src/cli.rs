@@ -103,7 +103,11 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let result = runtime.block_on(dispatch(cli));
+    // Bounded: a blocking read of standard input (console) or a run left past its grace would
+    // otherwise hold the exit after a graceful shutdown has already said what it left.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -113,19 +117,27 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+        LogFormat::Json => fmt
             .json()
             .with_current_span(true)
             .with_span_list(true)
-            .try_init(),
+            .with_filter(filter)
+            .boxed(),
     };
+    // Each layer has its own filter: the gateway watcher must see serenity's op 9 line whatever
+    // RUST_LOG lets through to the log.
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(crate::chat::discord::session::layer())
+        .try_init();
 }
 
 fn load_config(path: &Option<PathBuf>) -> anyhow::Result<Config> {
@@ -187,6 +199,8 @@ async fn serve(
     discord_api: Option<url::Url>,
 ) -> anyhow::Result<()> {
     use crate::chat::discord::DiscordBot;
+    // First: a SIGTERM during startup is then a clean stop, not a kill.
+    let mut signals = crate::ops::shutdown::Signals::install()?;
     if discord_api.is_some() {
         config.discord.api_base = discord_api;
     }
@@ -213,7 +227,7 @@ async fn serve(
     };
     // Only one active instance may manage the Okta app; renewed until serve returns.
     let instance = engine.store().instance_name();
-    let _lease = engine.claim_okta_app(&instance, std::time::Duration::from_secs(60))?;
+    let lease = engine.claim_okta_app(&instance, std::time::Duration::from_secs(60))?;
     let ready = crate::ops::health::Readiness::new(engine.store().clone());
     let (addr, _task) = crate::ops::health::serve(config.ops.listen, ready.clone()).await?;
     tracing::info!(%addr, "health and metrics endpoints listening");
@@ -222,18 +236,53 @@ async fn serve(
         &config.approval,
         &config.discord,
         &token,
-        Some(ready),
+        Some(ready.clone()),
     )
     .await?;
     let shards = bot.shard_manager();
-    let run = tokio::spawn(bot.run());
-    tokio::select! {
-        res = run => res.context("the Discord task failed")?,
-        _ = tokio::signal::ctrl_c() => {
-            shards.shutdown_all().await;
-            Ok(())
+    let handle = bot.bot();
+    let mut run = tokio::spawn(bot.run());
+    let signal = tokio::select! {
+        res = &mut run => return res.context("the Discord task failed")?,
+        s = signals.recv() => s,
+    };
+    let grace = config.ops.shutdown_grace;
+    tracing::warn!(
+        signal,
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: new commands are answered \"restarting\"; waiting for executing runs"
+    );
+    // Commands are refused first, so a 503 "shutting down" already means they are.
+    handle.begin_shutdown();
+    ready.set_draining();
+    // The gateway stays up meanwhile, so commands still get their "restarting" answer.
+    let left = tokio::select! {
+        left = handle.wait_idle(grace) => left,
+        s = signals.recv() => {
+            tracing::error!(signal = s, "a second signal: not waiting any longer");
+            handle.wait_idle(std::time::Duration::ZERO).await
         }
+    };
+    if left.is_empty() {
+        tracing::warn!("no run is executing; stopping");
+    } else {
+        tracing::error!(
+            runs = ?left,
+            "STOPPING WITH RUNS STILL EXECUTING after the shutdown grace; the next start settles them from their journal (recovery) — check `/fix-status` then"
+        );
     }
+    // serenity waits up to 5 s per shard for a clean close; the process is leaving either way.
+    if tokio::time::timeout(std::time::Duration::from_secs(6), shards.shutdown_all())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the gateway connection did not close in time");
+    }
+    run.abort();
+    // Released now, so the next instance (e.g. the replacement container) can start at once.
+    drop(lease);
+    tracing::warn!("stopped");
+    Ok(())
 }
 
 async fn serve_sandbox(config: &Config, listen: SocketAddr) -> anyhow::Result<()> {
@@ -263,7 +312,7 @@ async fn serve_sandbox(config: &Config, listen: SocketAddr) -> anyhow::Result<()
         okta_file.display()
     );
     println!("Ctrl-C to stop.");
-    tokio::signal::ctrl_c().await?;
+    crate::ops::shutdown::Signals::install()?.recv().await;
     Ok(())
 }
 

@@ -180,12 +180,18 @@ impl Default for SandboxSettings {
 pub struct OpsSettings {
     /// Loopback by default; `0.0.0.0:9464` inside a container so orchestrator probes reach it.
     pub listen: std::net::SocketAddr,
+    /// How long a SIGTERM/SIGINT waits for executing runs to end and for their last posts,
+    /// in ms. Kept under the orchestrator's stop timeout (Docker's `-t`, Kubernetes'
+    /// `terminationGracePeriodSeconds`), which must be ≥ 30 s, or it is a SIGKILL mid-step.
+    #[serde(with = "millis")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for OpsSettings {
     fn default() -> Self {
         Self {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9464)),
+            shutdown_grace: Duration::from_secs(25),
         }
     }
 }

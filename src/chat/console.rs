@@ -15,6 +15,7 @@
 use super::render::{ignored_line, plan_message, sanitize, step_line, summary_line};
 use crate::approval::{ApprovalPolicy, PendingApproval, Verdict, Vote};
 use crate::domain::{Actor, RunId, RunState};
+use crate::ops::shutdown::{Lifecycle, Signals};
 use crate::pipeline::{Engine, Plan, PlanError, RepairRequest, Reporter, RunEvent, RunSummary};
 use crate::sandbox::{Fault, FaultAction, Sandbox};
 use crate::store::{now_ms, VoteKind};
@@ -34,6 +35,8 @@ pub struct Console<'a, W: Write> {
     out: W,
     /// Summaries of executed runs, for callers and tests.
     pub finished: Vec<RunSummary>,
+    /// The run executing now, for a shutdown to name if it outlives the grace.
+    lifecycle: Lifecycle,
 }
 
 impl<'a, W: Write> Console<'a, W> {
@@ -53,7 +56,13 @@ impl<'a, W: Write> Console<'a, W> {
             order: Vec::new(),
             out,
             finished: Vec::new(),
+            lifecycle: Lifecycle::default(),
         }
+    }
+
+    /// Shares what is executing with a shutdown (see [`serve_stdin`]).
+    pub fn lifecycle(&self) -> Lifecycle {
+        self.lifecycle.clone()
     }
 
     pub fn into_output(self) -> W {
@@ -390,6 +399,9 @@ impl<'a, W: Write> Console<'a, W> {
     }
 
     async fn execute(&mut self, plan: &Plan) -> RunSummary {
+        let _working = self
+            .lifecycle
+            .enter(format!("run {} for {}", plan.run.short(), plan.upn));
         let (reporter, mut rx) = Reporter::channel();
         let engine = self.engine.clone();
         let fut = engine.execute(plan, &reporter);
@@ -467,13 +479,15 @@ pub async fn serve_stdin(config: &crate::config::Config) -> anyhow::Result<()> {
     use crate::directory::graph::GraphClient;
     use crate::directory::okta::OktaClient;
     use tokio::io::AsyncBufReadExt;
+    // First: a SIGTERM during startup is then a clean stop, not a kill.
+    let mut signals = crate::ops::shutdown::Signals::install()?;
     let store = crate::store::Store::open(&config.store.data_dir)?;
     let graph = GraphClient::new(config.graph_client_config()?)?;
     let okta = OktaClient::new(config.okta_client_config()?)?;
     let engine = Engine::new(graph, okta, store, config.repair.clone())
         .observed_by(crate::ops::metrics::observer());
     let instance = engine.store().instance_name();
-    let _lease = engine.claim_okta_app(&instance, std::time::Duration::from_secs(60))?;
+    let lease = engine.claim_okta_app(&instance, std::time::Duration::from_secs(60))?;
     let mut console = Console::new(
         engine,
         ApprovalPolicy::from(&config.approval),
@@ -481,10 +495,72 @@ pub async fn serve_stdin(config: &crate::config::Config) -> anyhow::Result<()> {
         None,
         std::io::stdout(),
     );
-    console.recover().await?;
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    while let Some(line) = lines.next_line().await? {
-        console.handle_line(&line).await;
+    let lifecycle = console.lifecycle();
+    let grace = config.ops.shutdown_grace;
+    {
+        let recovered = console.recover();
+        tokio::pin!(recovered);
+        match until_signal(&mut recovered, &mut signals, grace, &lifecycle).await {
+            Some(result) => result?,
+            None => return Ok(()),
+        }
     }
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        let line = tokio::select! {
+            line = lines.next_line() => match line? {
+                Some(line) => line,
+                None => break,
+            },
+            signal = signals.recv() => {
+                tracing::warn!(signal, "shutting down: no more input is read; nothing is executing");
+                break;
+            }
+        };
+        let handled = console.handle_line(&line);
+        tokio::pin!(handled);
+        if until_signal(&mut handled, &mut signals, grace, &lifecycle)
+            .await
+            .is_none()
+        {
+            break;
+        }
+    }
+    // Released now (also after a signal), so the next instance can start at once.
+    drop(lease);
     Ok(())
+}
+
+/// Awaits `work`; on SIGTERM/SIGINT, gives it at most `grace` more (a second signal: none) and
+/// returns `None`, so that no more input is read. Runs still executing then are named loudly:
+/// recovery settles them on the next start.
+async fn until_signal<F: std::future::Future + Unpin>(
+    work: &mut F,
+    signals: &mut Signals,
+    grace: std::time::Duration,
+    lifecycle: &Lifecycle,
+) -> Option<F::Output> {
+    let signal = tokio::select! {
+        out = &mut *work => return Some(out),
+        signal = signals.recv() => signal,
+    };
+    tracing::warn!(
+        signal,
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: no more input is read; waiting for the executing run"
+    );
+    let ended = tokio::select! {
+        r = tokio::time::timeout(grace, &mut *work) => r.is_ok(),
+        s = signals.recv() => {
+            tracing::error!(signal = s, "a second signal: not waiting any longer");
+            false
+        }
+    };
+    if !ended {
+        tracing::error!(
+            runs = ?lifecycle.in_progress(),
+            "STOPPING WITH A RUN STILL EXECUTING after the shutdown grace; the next start settles it from its journal (recovery)"
+        );
+    }
+    None
 }

@@ -41,7 +41,31 @@ pub fn offline(config: &Config) -> Vec<Check> {
             Err(e) => Check::failed("discord settings", format!("{e:#}")),
         });
     }
+    out.push(shutdown_grace(config.ops.shutdown_grace));
     out
+}
+
+/// The grace must fit inside the orchestrator's stop timeout, which this process cannot see:
+/// say what it must be, and warn where the usual 30 s would cut runs short.
+fn shutdown_grace(grace: std::time::Duration) -> Check {
+    let secs = grace.as_secs_f64();
+    let need = (secs + 5.0).max(30.0).ceil();
+    if grace.is_zero() {
+        Check::warn(
+            "ops.shutdown_grace",
+            "0: a SIGTERM does not wait for executing runs; recovery settles them on the next start",
+        )
+    } else if need > 30.0 {
+        Check::warn(
+            "ops.shutdown_grace",
+            format!("{secs} s: above the usual 30 s stop timeout; give the container at least {need} s (docker stop -t {need}, terminationGracePeriodSeconds: {need})"),
+        )
+    } else {
+        Check::ok(
+            "ops.shutdown_grace",
+            format!("{secs} s; give the container a stop timeout of at least 30 s (docker stop -t 30, terminationGracePeriodSeconds: 30)"),
+        )
+    }
 }
 
 /// Graph: the credentials, each permission, the organization and each allowed domain.
@@ -209,5 +233,21 @@ fn describe_okta(e: &OktaError) -> String {
     match (e.status(), e.code()) {
         (Some(s), Some(c)) => format!("{s} {c}"),
         _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod grace_tests {
+    use super::*;
+    use crate::ops::check_report::Outcome;
+    use std::time::Duration;
+
+    #[test]
+    fn a_grace_that_does_not_fit_a_30_s_stop_timeout_is_a_warning_naming_the_timeout_needed() {
+        assert_eq!(shutdown_grace(Duration::from_secs(25)).outcome, Outcome::Ok);
+        let long = shutdown_grace(Duration::from_secs(60));
+        assert_eq!(long.outcome, Outcome::Warn);
+        assert!(long.detail.contains("docker stop -t 65"), "{}", long.detail);
+        assert_eq!(shutdown_grace(Duration::ZERO).outcome, Outcome::Warn);
     }
 }

@@ -9,14 +9,30 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// What readiness depends on; front ends flip `connected`.
+/// Gateway sessions lost in this process (op 9, invalid session), counted by the Discord front
+/// end's log watcher. Process-wide because it is fed from a tracing layer, which has no handle on
+/// any one client; `serve` runs one client per process.
+static SESSIONS_LOST: AtomicU64 = AtomicU64::new(0);
+
+/// The gateway said the session is gone (op 9): not ready until the next READY or RESUMED.
+pub fn gateway_session_lost() {
+    SESSIONS_LOST.fetch_add(1, Ordering::AcqRel);
+    metrics().gateway_connected.set(0);
+}
+
+/// What readiness depends on; front ends report the connection through it.
 #[derive(Clone)]
 pub struct Readiness {
     pub store: Store,
+    /// The shard's connection stage is `Connected` (stage updates and a watchdog).
     connected: Arc<AtomicBool>,
+    /// [`SESSIONS_LOST`] at the last READY/RESUMED: a later loss means no live session.
+    session_epoch: Arc<AtomicU64>,
+    /// Shutting down: taking no new commands.
+    draining: Arc<AtomicBool>,
 }
 
 impl Readiness {
@@ -24,16 +40,38 @@ impl Readiness {
         Self {
             store,
             connected: Arc::new(AtomicBool::new(false)),
+            session_epoch: Arc::new(AtomicU64::new(SESSIONS_LOST.load(Ordering::Acquire))),
+            draining: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    /// Called by the chat front end as its connection comes and goes.
+    /// Called by the chat front end as its connection comes and goes. Does not end an invalid
+    /// session's wait: only [`Readiness::session_started`] does.
     pub fn set_connected(&self, up: bool) {
-        self.connected.store(up, Ordering::Relaxed);
+        self.connected.store(up, Ordering::Release);
+        self.publish();
     }
 
+    /// READY or RESUMED: a live session from here on.
+    pub fn session_started(&self) {
+        self.session_epoch
+            .store(SESSIONS_LOST.load(Ordering::Acquire), Ordering::Release);
+        self.set_connected(true);
+    }
+
+    /// Shutting down: not ready any more, so no new traffic is sent this way.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Connected, with no session lost since the last READY/RESUMED.
     pub fn connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
+        self.connected.load(Ordering::Acquire)
+            && SESSIONS_LOST.load(Ordering::Acquire) == self.session_epoch.load(Ordering::Acquire)
+    }
+
+    fn publish(&self) {
+        metrics().gateway_connected.set(i64::from(self.connected()));
     }
 }
 
@@ -64,6 +102,9 @@ async fn readyz(State(ready): State<Readiness>) -> impl IntoResponse {
     if !ready.connected() {
         problems.push("chat gateway not connected".to_owned());
     }
+    if ready.draining.load(Ordering::Acquire) {
+        problems.push("shutting down".to_owned());
+    }
     if let Err(e) = ready.store.check_writable() {
         problems.push(format!("store not writable: {e:#}"));
     }
@@ -78,6 +119,8 @@ async fn readyz(State(ready): State<Readiness>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(ready): State<Readiness>) -> impl IntoResponse {
+    // At scrape time too: an op 9 changes what `connected()` says without telling this instance.
+    ready.publish();
     if let Ok(pending) = ready
         .store
         .count_runs(crate::domain::RunState::AwaitingApproval)

@@ -39,6 +39,7 @@ pub struct Metrics {
     pub runs: Family<OutcomeLabels, Counter>,
     pub step_seconds: HistogramFamily<StepLabels>,
     pub approvals_pending: Gauge,
+    pub gateway_connected: Gauge,
     pub api_calls: Family<ApiLabels, Counter>,
     pub throttle_waits: Family<ServiceLabels, Counter>,
     pub compensations: Family<StepLabels, Counter>,
@@ -67,6 +68,12 @@ impl Metrics {
             "Runs awaiting approval",
             approvals_pending.clone(),
         );
+        let gateway_connected = Gauge::default();
+        registry.register(
+            "gateway_connected",
+            "1 while the chat gateway has a live session (READY/RESUMED since the last drop or op 9)",
+            gateway_connected.clone(),
+        );
         let api_calls = Family::<ApiLabels, Counter>::default();
         registry.register(
             "api_calls",
@@ -90,6 +97,7 @@ impl Metrics {
             runs,
             step_seconds,
             approvals_pending,
+            gateway_connected,
             api_calls,
             throttle_waits,
             compensations,

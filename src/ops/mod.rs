@@ -4,3 +4,4 @@ pub mod check;
 pub mod check_report;
 pub mod health;
 pub mod metrics;
+pub mod shutdown;

@@ -36,9 +36,14 @@ async fn health_readiness_and_metrics_after_a_repair() {
         "fixbot_api_calls_total{service=\"graph\",status=\"204\"}",
         "fixbot_api_calls_total{service=\"okta\",status=\"200\"}",
         "fixbot_approvals_pending",
+        "# TYPE fixbot_gateway_connected gauge",
     ] {
         assert!(text.contains(needle), "missing {needle}:\n{text}");
     }
+    ready.set_draining();
+    let (status, body) = get(addr, "/readyz").await;
+    assert_eq!(status, 503, "not ready while shutting down");
+    assert!(body.contains("shutting down"), "{body}");
     task.abort();
     let _ = task.await;
     assert!(

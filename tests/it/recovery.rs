@@ -182,6 +182,31 @@ impl Bot {
     }
 }
 
+impl Bot {
+    /// Sends SIGTERM with standard input still open (so end of input cannot be what stops it);
+    /// returns the exit status and everything printed. Bounded: the process must be gone once
+    /// its output ends, within [`WAIT`].
+    fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let kill = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(kill.success());
+        let deadline = Instant::now() + WAIT;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => break,
+            }
+        }
+        let status = self.child.try_wait().unwrap().unwrap_or_else(|| {
+            let _ = self.child.kill();
+            panic!("still running {WAIT:?} after SIGTERM: {:#?}", self.seen)
+        });
+        (status, self.seen)
+    }
+}
+
 fn store(t: &Tenant) -> Store {
     Store::open(&t.dir.join("data")).expect("store opens once the bot is gone")
 }
@@ -522,4 +547,42 @@ async fn a_second_instance_on_the_same_data_directory_refuses_to_start() {
     assert!(!second.status.success());
     assert!(err.contains("already using the data directory"), "{err}");
     first.finish();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_run_lets_the_console_finish_the_run_then_exit_0_with_the_lease_released() {
+    let t = tenant().await;
+    // Slow enough that the signal lands mid-run, well within the default 25 s grace.
+    t.sb.set_latency(Duration::from_millis(120));
+    let mut bot = Bot::start(&t);
+    request(&mut bot, ADELE);
+    assert!(
+        bot.wait_for(|l| is_step_done(l, 1)),
+        "step 1 never reported: {:#?}",
+        bot.seen
+    );
+    assert!(
+        !bot.seen.iter().any(|l| l.contains("🎉")),
+        "ended too early"
+    );
+    let (status, output) = bot.terminate();
+    assert!(status.success(), "exit {status}: {output:#?}");
+    assert!(
+        output.iter().any(|l| l.contains("🎉")),
+        "the run finished and said so before the exit: {output:#?}"
+    );
+    assert_invariants(&t, ADELE, &output);
+    let store = store(&t);
+    assert_eq!(store.recent_runs(1).unwrap()[0].state, RunState::Succeeded);
+    assert!(
+        store
+            .acquire_lease(
+                &format!("okta-app:{}", t.sb.creds.app_id),
+                "the-next-instance",
+                Duration::from_secs(60)
+            )
+            .unwrap()
+            .is_ok(),
+        "the Okta app lease was left held"
+    );
 }

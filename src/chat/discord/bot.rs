@@ -15,6 +15,7 @@ use super::reactions::Identities;
 use crate::approval::{ApprovalPolicy, PendingApproval};
 use crate::config::DiscordSettings;
 use crate::domain::{Actor, RunId};
+use crate::ops::shutdown::Lifecycle;
 use crate::pipeline::{Engine, Plan};
 use dashmap::DashMap;
 use serenity::all::UserId;
@@ -40,6 +41,8 @@ pub struct Bot {
     pub(super) first_ready: AtomicBool,
     /// Becomes `true` once the runs an earlier process left are settled and taken up again.
     pub(super) started: watch::Sender<bool>,
+    /// Shutting down (no new commands or executions), and the executions a shutdown waits for.
+    pub(super) lifecycle: Lifecycle,
     seen: std::sync::Mutex<Seen>,
 }
 
@@ -105,6 +108,7 @@ impl Bot {
             me: OnceLock::new(),
             first_ready: AtomicBool::new(false),
             started: watch::channel(false).0,
+            lifecycle: Lifecycle::default(),
             seen: std::sync::Mutex::new(Seen::default()),
         }
     }
@@ -123,6 +127,18 @@ impl Bot {
     pub async fn wait_started(&self) {
         let mut rx = self.started.subscribe();
         let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Stops taking commands (they are answered "restarting") and starting executions; runs
+    /// already executing go on. See [`Bot::wait_idle`].
+    pub fn begin_shutdown(&self) {
+        self.lifecycle.begin_shutdown();
+    }
+
+    /// Waits, at most `grace`, until every execution (its posts included) has ended; returns the
+    /// runs still executing then.
+    pub async fn wait_idle(&self, grace: std::time::Duration) -> Vec<String> {
+        self.lifecycle.wait_idle(grace).await
     }
 
     /// The bot as an actor in the audit log (expiry).

@@ -21,6 +21,10 @@ use tokio::sync::Mutex;
 /// Discord's error code for "A thread has already been created for this message".
 const THREAD_ALREADY_CREATED: isize = 160004;
 
+/// The answer to every command while the process shuts down (SIGTERM/SIGINT).
+pub(super) const RESTARTING: &str =
+    "🔄 the bot is restarting; try again in a minute. Nothing was done.";
+
 /// How a command's author is addressed in replies.
 fn author(cmd: &CommandInteraction) -> (UserId, String, Vec<String>) {
     match &cmd.member {
@@ -60,6 +64,9 @@ impl Bot {
             return;
         }
         let (user, name, roles) = author(&cmd);
+        if self.lifecycle.draining() {
+            return self.reply(poster, &cmd, RESTARTING).await;
+        }
         if !self.started() {
             return self
                 .reply(poster, &cmd, "⏳ the bot has just restarted and is settling the runs it left; try again in a minute. Nothing was done.")

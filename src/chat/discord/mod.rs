@@ -22,6 +22,7 @@ mod place;
 pub mod post;
 pub mod reactions;
 mod relay;
+pub mod session;
 mod startup;
 mod status;
 mod votes;
@@ -72,14 +73,18 @@ impl Handler {
 #[serenity::async_trait]
 impl EventHandler for Handler {
     async fn ready(&self, ctx: Context, ready: Ready) {
-        self.connected(true);
+        if let Some(r) = &self.readiness {
+            r.session_started();
+        }
         self.bot
             .on_ready(&Poster::new(ctx.http.clone()), ready)
             .await;
     }
 
     async fn resume(&self, _ctx: Context, _event: ResumedEvent) {
-        self.connected(true);
+        if let Some(r) = &self.readiness {
+            r.session_started();
+        }
     }
 
     async fn shard_stage_update(&self, _ctx: Context, event: ShardStageUpdateEvent) {
@@ -159,7 +164,8 @@ impl DiscordBot {
 
     /// Connects one shard and serves events until shut down.
     ///
-    /// Readiness: READY, RESUMED and stage updates flip it at once; serenity does not report
+    /// Readiness: READY, RESUMED and stage updates flip it at once, and an op 9 seen in serenity's
+    /// log (see [`session`]) drops it until the next READY/RESUMED; serenity does not report
     /// every drop as a stage update (a resume started after a socket error is not), so a
     /// watchdog also reads the shard's stage each second — no shard runner (serenity is
     /// restarting the shard, e.g. while the gateway is unreachable) or a stage other than

@@ -83,23 +83,29 @@ impl Bot {
                 }
             };
         let relays = std::sync::Mutex::new(Vec::new());
-        let result =
-            self.engine
-                .recover(|plan| {
-                    let (reporter, rx) = Reporter::channel();
-                    let bot = Arc::clone(self);
-                    let poster = poster.clone();
-                    let plan = plan.clone();
-                    let approved = approved_only.contains(&plan.run.to_string());
-                    let relay = tokio::spawn(async move {
-                        bot.relay_recovered(&poster, plan, rx, approved).await
-                    });
-                    if let Ok(mut r) = relays.lock() {
-                        r.push(relay);
-                    }
-                    reporter
-                })
-                .await;
+        let result = self
+            .engine
+            .recover(|plan| {
+                let (reporter, rx) = Reporter::channel();
+                let bot = Arc::clone(self);
+                let poster = poster.clone();
+                let plan = plan.clone();
+                let approved = approved_only.contains(&plan.run.to_string());
+                let working = bot.lifecycle.enter(format!(
+                    "recovered run {} for {}",
+                    plan.run.short(),
+                    plan.upn
+                ));
+                let relay = tokio::spawn(async move {
+                    bot.relay_recovered(&poster, plan, rx, approved).await;
+                    drop(working);
+                });
+                if let Ok(mut r) = relays.lock() {
+                    r.push(relay);
+                }
+                reporter
+            })
+            .await;
         let relays = relays.into_inner().unwrap_or_default();
         for relay in relays {
             // Each relay ends when its reporter is dropped, i.e. when its run is settled.

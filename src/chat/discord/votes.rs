@@ -233,10 +233,33 @@ impl Bot {
                 }
                 let permit = st.permit.take();
                 self.close(slot, st, true);
+                // Entered before the shutdown flag is read and before the task is spawned: a
+                // shutdown that begins meanwhile either sees this run or is seen here.
+                let working = self.lifecycle.enter(format!(
+                    "run {} for {}",
+                    slot.run().short(),
+                    slot.plan.upn
+                ));
+                if self.lifecycle.draining() {
+                    drop(working);
+                    // Recorded as approved: the next process starts it (startup recovery), so a
+                    // shutdown never waits on a run it has not begun.
+                    self.thread_say(
+                        poster,
+                        &slot.place,
+                        "✅ approved — the bot is restarting; this run starts as soon as it is back.",
+                        &[],
+                    )
+                    .await;
+                    return;
+                }
                 let bot = Arc::clone(self);
                 let poster = poster.clone();
                 let slot = Arc::clone(slot);
-                tokio::spawn(async move { bot.execute(&poster, slot, names, permit).await });
+                tokio::spawn(async move {
+                    bot.execute(&poster, slot, names, permit).await;
+                    drop(working);
+                });
             }
             Ok(None) => {
                 // Moved on elsewhere (a cancel or expiry that won the race).

@@ -8,8 +8,10 @@
 //!
 //! For restarts it keeps reactions made while no bot is connected ([`FakeDiscord::react_offline`])
 //! and serves them back (`GET …/reactions/{emoji}`, paginated by user id, and
-//! `GET /guilds/{g}/members/{user}`); it can re-deliver a dispatch (as after a resume) and refuse
-//! gateway connections for a while. For `check-config --online` it models the guild's roles, the
+//! `GET /guilds/{g}/members/{user}`); it can re-deliver a dispatch (as after a resume), refuse
+//! gateway connections for a while, and invalidate the session (op 9,
+//! [`FakeDiscord::invalidate_session`]) while holding the READY owed to the next Identify
+//! ([`FakeDiscord::hold_ready`]). For `check-config --online` it models the guild's roles, the
 //! bot's roles and each channel's permission overwrites ([`GuildModel`]).
 
 #![allow(dead_code)]
@@ -216,6 +218,10 @@ pub struct World {
     pub people: HashMap<u64, Person>,
     /// While set, gateway connections are refused (503), as in an outage.
     pub gateway_down: bool,
+    /// While set, an Identify is not answered (READY waits), as after an op 9.
+    pub hold_ready: bool,
+    /// An Identify received while `hold_ready`: its connection, answered on release.
+    held_identify: Option<mpsc::UnboundedSender<GwCmd>>,
     pub guild: GuildModel,
     /// Open gateway connection: dispatches go here.
     gateway: Option<mpsc::UnboundedSender<GwCmd>>,
@@ -240,6 +246,11 @@ impl World {
 
     pub fn connected(&self) -> bool {
         self.gateway.is_some()
+    }
+
+    /// An Identify is waiting for its READY (see [`FakeDiscord::hold_ready`]).
+    pub fn identify_waiting(&self) -> bool {
+        self.held_identify.is_some()
     }
 }
 
@@ -452,6 +463,37 @@ impl FakeDiscord {
         });
     }
 
+    /// Sends op 9 (invalid session, not resumable) on the open gateway connection: the client
+    /// must identify again, and until READY it cannot answer interactions.
+    pub fn invalidate_session(&self) {
+        let w = self.shared.world.lock().unwrap();
+        let tx = w
+            .gateway
+            .clone()
+            .expect("the bot is connected to the gateway");
+        tx.send(GwCmd::Send(
+            json!({"op": 9, "d": false, "s": null, "t": null}),
+        ))
+        .expect("gateway connection open");
+    }
+
+    /// While `hold`, Identify gets no READY (as in Discord's 1–5 s wait after an op 9, made as
+    /// long as a test needs); releasing sends the READY a held Identify is owed.
+    pub fn hold_ready(&self, hold: bool) {
+        let held = self.world_mut(|w| {
+            w.hold_ready = hold;
+            if hold {
+                None
+            } else {
+                w.held_identify.take()
+            }
+        });
+        if let Some(tx) = held {
+            let _ = tx.send(GwCmd::Send(ready_frame(&self.shared)));
+            self.shared.changed();
+        }
+    }
+
     /// Drops the gateway socket without a close frame, as a network failure would.
     pub fn drop_gateway(&self) {
         let mut w = self.shared.world.lock().unwrap();
@@ -529,6 +571,21 @@ fn reaction_json(who: &Person, channel: u64, message: u64, emoji: &str) -> Value
 
 // --- gateway ---------------------------------------------------------------------------------
 
+/// READY for a new session.
+fn ready_frame(sh: &Shared) -> Value {
+    let mut w = sh.world.lock().unwrap();
+    w.seq += 1;
+    w.ready_sent += 1;
+    json!({"op": 0, "t": "READY", "s": w.seq, "d": {
+        "v": 10, "user": bot_person().user_json(),
+        "guilds": [{"id": GUILD.to_string(), "unavailable": true}],
+        "session_id": format!("session-{}", w.ready_sent),
+        "resume_gateway_url": format!("ws://{}/gateway", sh.addr),
+        "shard": [0, 1],
+        "application": {"id": APP_ID.to_string(), "flags": 0}
+    }})
+}
+
 async fn gateway(State(sh): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
     if sh.world.lock().unwrap().gateway_down {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
@@ -569,21 +626,17 @@ async fn session(sh: Arc<Shared>, mut socket: WebSocket) {
                         let _ = tx.send(GwCmd::Send(json!({"op": 11, "d": null, "s": null, "t": null})));
                     }
                     Some(2) => {
-                        let ready = {
+                        let held = {
                             let mut w = sh.world.lock().unwrap();
                             w.identifies.push(v["d"].clone());
-                            w.seq += 1;
-                            w.ready_sent += 1;
-                            json!({"op": 0, "t": "READY", "s": w.seq, "d": {
-                                "v": 10, "user": bot_person().user_json(),
-                                "guilds": [{"id": GUILD.to_string(), "unavailable": true}],
-                                "session_id": format!("session-{}", w.ready_sent),
-                                "resume_gateway_url": format!("ws://{}/gateway", sh.addr),
-                                "shard": [0, 1],
-                                "application": {"id": APP_ID.to_string(), "flags": 0}
-                            }})
+                            if w.hold_ready {
+                                w.held_identify = Some(tx.clone());
+                            }
+                            w.hold_ready
                         };
-                        let _ = tx.send(GwCmd::Send(ready));
+                        if !held {
+                            let _ = tx.send(GwCmd::Send(ready_frame(&sh)));
+                        }
                         sh.changed();
                     }
                     Some(6) => {
