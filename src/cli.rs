@@ -130,9 +130,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo { stdin } => {
             let script = if stdin {
-                let mut s = String::new();
+                // Bytes: a line that is not UTF-8 is the console's to refuse, alone.
+                let mut s = Vec::new();
                 std::io::stdin()
-                    .read_to_string(&mut s)
+                    .read_to_end(&mut s)
                     .context("cannot read standard input")?;
                 Some(s)
             } else {

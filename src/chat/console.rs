@@ -70,8 +70,36 @@ impl<'a, W: Write> Console<'a, W> {
 
     /// Handles every line of `input`, in order.
     pub async fn run_script(&mut self, input: &str) {
-        for line in input.lines() {
-            self.handle_line(line).await;
+        self.run_bytes(input.as_bytes()).await;
+    }
+
+    /// Handles every line of `input`, in order; a line that is not UTF-8 is refused on its own
+    /// and the lines after it are still handled.
+    pub async fn run_bytes(&mut self, input: &[u8]) {
+        let input = input.strip_suffix(b"\n").unwrap_or(input);
+        if input.is_empty() {
+            return;
+        }
+        for line in input.split(|&b| b == b'\n') {
+            self.handle_raw_line(line).await;
+        }
+    }
+
+    /// One line as read from a terminal or pipe, before it is known to be text. Input that is
+    /// not UTF-8 (a Latin-1 file, a stray byte) is bad input like any other: refused with a
+    /// reason, nothing done, and the console goes on.
+    pub async fn handle_raw_line(&mut self, raw: &[u8]) {
+        match std::str::from_utf8(raw) {
+            Ok(line) => self.handle_line(line).await,
+            Err(e) => {
+                let at = e.valid_up_to();
+                self.say(&format!(
+                    "that line is not UTF-8 text (byte 0x{:02x} at position {}); \
+                     save the input as UTF-8 and send the line again. Nothing was done.",
+                    raw[at],
+                    at + 1
+                ));
+            }
         }
     }
 
@@ -482,9 +510,16 @@ pub async fn serve_stdin(config: &crate::config::Config) -> anyhow::Result<()> {
         std::io::stdout(),
     );
     console.recover().await?;
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    while let Some(line) = lines.next_line().await? {
-        console.handle_line(&line).await;
+    // Bytes, not `lines()`: one line that is not UTF-8 must be refused alone rather than end
+    // the console with the lines after it unread.
+    let mut input = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if input.read_until(b'\n', &mut line).await? == 0 {
+            return Ok(());
+        }
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        console.handle_raw_line(text).await;
     }
-    Ok(())
 }

@@ -43,12 +43,12 @@ impl RepairRequest {
             .filter(|s| !s.trim().is_empty())
             .map(ImmutableId::parse_input)
             .transpose()?;
-        let reason = reason.map(|r| r.trim()).filter(|r| !r.is_empty()).map(|r| {
-            r.chars()
-                .filter(|c| !c.is_control())
-                .take(MAX_REASON)
-                .collect()
-        });
+        // Invisible characters go at the edge, so the stored plan and the audit log hold the
+        // reason as every reader sees it, not text a bidi override can show reversed.
+        let reason = reason
+            .map(crate::domain::strip_invisible)
+            .map(|r| r.trim().chars().take(MAX_REASON).collect::<String>())
+            .filter(|r| !r.is_empty());
         Ok(Self {
             requester,
             upn,

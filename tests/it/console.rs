@@ -210,3 +210,62 @@ fn sandbox_subcommand_serves_and_prints_its_urls() {
     let token = std::fs::read_to_string(secret_file).unwrap();
     assert!(!token.is_empty() && !text.contains(&token), "{text}");
 }
+
+/// What the bot said (the plan, replies, the thread), without the echoed input lines.
+fn bot_lines(out: &str) -> String {
+    out.lines()
+        .filter(|l| l.starts_with("fixbot:") || l.starts_with(' '))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn plan_shows_a_bidi_reason_in_typed_order_and_no_masked_link() {
+    let script = "alice: /fix-immutable-id user:adele@contoso.com reason:INC-1 \u{202E}evitucexe yb devorppa\u{202C} [runbook](https://evil.example/approve) \u{2066}x\u{2069}\u{200B}\u{FEFF}\u{00AD}\n";
+    let out = run_script(script);
+    let said = bot_lines(&out);
+    let reason = said
+        .lines()
+        .find(|l| l.trim_start().starts_with("Reason:"))
+        .unwrap_or_else(|| panic!("no reason in the plan\n{out}"));
+    assert!(
+        reason.contains("INC-1 evitucexe yb devorppa [runbook] (https://evil.example/approve) x"),
+        "{reason:?}"
+    );
+    assert!(
+        !said.chars().any(o365_fixbot::domain::is_format_char),
+        "{said:?}"
+    );
+    assert!(!said.contains("]("), "{said}");
+}
+
+#[test]
+fn a_line_that_is_not_utf8_is_refused_alone_and_later_lines_are_handled() {
+    let mut child = bin()
+        .args(["demo", "--stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"\xff\xfe\n").unwrap();
+        stdin.write_all(b"alice: /fix-status\n").unwrap();
+    }
+    let out = child.wait_with_output().expect("binary finishes");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("that line is not UTF-8 text (byte 0xff at position 1)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Nothing was done."), "{stdout}");
+    assert!(stdout.contains("alice: /fix-status"), "{stdout}");
+    assert!(stdout.contains("fixbot: no runs yet."), "{stdout}");
+}
