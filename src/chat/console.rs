@@ -11,18 +11,35 @@
 //!                                                    answered with that error)
 //! sandbox: deactivate on|off                        (sandbox only)
 //! ```
+//!
+//! Who acts depends on the [`Identity`]: in the sandbox simulation the name before `:` is the
+//! person; against a configured tenant every line acts for the operating-system user running the
+//! console, and the name may be left out (`/fix-immutable-id …`, `approve`).
 
+use super::os_user::OsUser;
 use super::render::{ignored_line, plan_message, sanitize, step_line, summary_line};
 use crate::approval::{ApprovalPolicy, PendingApproval, Verdict, Vote};
 use crate::domain::{Actor, RunId, RunState};
 use crate::pipeline::{Engine, Plan, PlanError, RepairRequest, Reporter, RunEvent, RunSummary};
 use crate::sandbox::{Fault, FaultAction, Sandbox};
 use crate::store::{now_ms, VoteKind};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 
 /// Longest event line accepted; anything longer is refused whole.
 pub const MAX_LINE: usize = 4096;
+
+/// Who a console line acts for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// The sandbox simulation (`demo`): a script plays several people, so the name before `:`
+    /// is taken as typed.
+    Scripted,
+    /// A configured tenant (`console`): the terminal can vouch only for the operating-system
+    /// user, so every line acts for it whatever name is typed. The same person cannot approve
+    /// their own request unless `single_operator` (break-glass) was chosen at start.
+    Operator { user: OsUser, single_operator: bool },
+}
 
 pub struct Console<'a, W: Write> {
     engine: Engine,
@@ -32,6 +49,10 @@ pub struct Console<'a, W: Write> {
     pending: HashMap<RunId, (Plan, PendingApproval)>,
     order: Vec<RunId>,
     out: W,
+    identity: Identity,
+    /// Runs requested in this session: with an operator identity, never approved by it too
+    /// (unless single-operator).
+    requested_here: HashSet<RunId>,
     /// Summaries of executed runs, for callers and tests.
     pub finished: Vec<RunSummary>,
 }
@@ -52,12 +73,35 @@ impl<'a, W: Write> Console<'a, W> {
             pending: HashMap::new(),
             order: Vec::new(),
             out,
+            identity: Identity::Scripted,
+            requested_here: HashSet::new(),
             finished: Vec::new(),
         }
     }
 
+    /// Acts as `identity` instead of the scripted default.
+    pub fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = identity;
+        self
+    }
+
+    fn single_operator(&self) -> bool {
+        matches!(
+            self.identity,
+            Identity::Operator {
+                single_operator: true,
+                ..
+            }
+        )
+    }
+
     pub fn into_output(self) -> W {
         self.out
+    }
+
+    /// What has been written so far (tests take it between lines).
+    pub fn out_mut(&mut self) -> &mut W {
+        &mut self.out
     }
 
     fn say(&mut self, text: &str) {
@@ -116,25 +160,48 @@ impl<'a, W: Write> Console<'a, W> {
             return;
         }
         let _ = writeln!(self.out, "{line}");
-        let Some((who, action)) = line.split_once(':') else {
-            self.say(
-                "each line is `who: command`; see the README for the grammar. Nothing was done.",
-            );
-            return;
+        let first_word = line.split_whitespace().next().unwrap_or("");
+        let bare = matches!(self.identity, Identity::Operator { .. })
+            && (line.starts_with('/') || matches!(first_word, "react" | "approve" | "reject"));
+        let (who, action) = if bare {
+            (None, line)
+        } else {
+            let Some((who, action)) = line.split_once(':') else {
+                self.say(
+                    "each line is `who: command`; see the README for the grammar. Nothing was done.",
+                );
+                return;
+            };
+            (Some(who.trim()), action.trim())
         };
-        let (who, action) = (who.trim(), action.trim());
-        if who == "sandbox" {
+        if who == Some("sandbox") {
             self.sandbox_directive(action);
             return;
         }
-        let Some(roles) = self.people.get(who).cloned() else {
+        let name = match (&self.identity, who) {
+            (Identity::Scripted, Some(who)) => who.to_owned(),
+            (Identity::Operator { user, .. }, who) => {
+                if let Some(typed) = who.filter(|w| *w != user.as_str()) {
+                    self.say(&format!(
+                        "this console acts only for `{user}`, the operating-system user running \
+                         it, not for `{}`; type the command without a name. Another person \
+                         approves from their own console session. Nothing was done.",
+                        sanitize(typed, 64)
+                    ));
+                    return;
+                }
+                user.to_string()
+            }
+            (Identity::Scripted, None) => unreachable!("scripted lines always name someone"),
+        };
+        let Some(roles) = self.people.get(&name).cloned() else {
             self.say(&format!(
                 "I do not know `{}`; only people in console.people can act. Nothing was done.",
-                sanitize(who, 64)
+                sanitize(&name, 64)
             ));
             return;
         };
-        let actor = Actor::new(who, who);
+        let actor = Actor::new(name.clone(), name);
         let (verb, rest) = action
             .split_once(char::is_whitespace)
             .unwrap_or((action, ""));
@@ -279,9 +346,17 @@ impl<'a, W: Write> Console<'a, W> {
         self.say(&format!("(only to {}) planning…", actor.name));
         match self.engine.plan(&req).await {
             Ok(plan) => {
-                let text = plan_message(&plan, self.policy.ttl);
+                let mut text = plan_message(&plan, self.policy.ttl);
+                if self.single_operator() {
+                    text.push_str(
+                        "\n   ⚠ SINGLE-PERSON (BREAK-GLASS) REPAIR: this console runs with \
+                         --single-operator, so its operator may approve this plan alone. The \
+                         audit log marks it so.",
+                    );
+                }
                 self.say(&text);
                 let pending = PendingApproval::new(plan.run, actor, now_ms());
+                self.requested_here.insert(plan.run);
                 self.order.push(plan.run);
                 self.pending.insert(plan.run, (plan, pending));
             }
@@ -321,6 +396,16 @@ impl<'a, W: Write> Console<'a, W> {
             self.say("no run is awaiting approval.");
             return;
         };
+        if vote == Vote::Approve {
+            if let Identity::Operator { .. } = self.identity {
+                let own = self.requested_here.contains(&run_id)
+                    || self.pending[&run_id].1.requester.id == actor.id;
+                if own {
+                    self.approve_own(actor, roles, run_id).await;
+                    return;
+                }
+            }
+        }
         let policy = self.policy.clone();
         let verdict = {
             let (_, pending) = self.pending.get_mut(&run_id).expect("resolved");
@@ -382,6 +467,52 @@ impl<'a, W: Write> Console<'a, W> {
                 self.finished.push(summary);
             }
         }
+    }
+
+    /// The operator approving a plan they asked for: refused, unless the console runs with
+    /// `--single-operator`, when it approves alone as a break-glass repair marked in the plan,
+    /// the thread and the audit log.
+    async fn approve_own(&mut self, actor: Actor, roles: &[String], run_id: RunId) {
+        if !self.single_operator() {
+            self.thread(&format!(
+                "ℹ {0}'s approval does not count: {0} asked for this repair, and a second person \
+                 must approve it from their own console session, as their own operating-system \
+                 user. For a single-person (break-glass) repair, start the console with \
+                 --single-operator. Nothing was done.",
+                actor.name
+            ));
+            return;
+        }
+        if !self.policy.may_approve(roles) {
+            self.thread(&format!(
+                "ℹ {}'s approval does not count: {}, and --single-operator does not change who \
+                 may approve. Nothing was done.",
+                actor.name,
+                crate::approval::Ignored::NotApprover.explain()
+            ));
+            return;
+        }
+        let (plan, _) = self.pending.remove(&run_id).expect("resolved");
+        match self.engine.record_single_operator_approval(&plan, &actor) {
+            Ok(Some((_, true))) => {}
+            Ok(_) => {
+                self.thread("this run is no longer awaiting approval; nothing more was done.");
+                return;
+            }
+            Err(e) => {
+                self.thread(&format!(
+                    "could not record the approval ({e:#}); nothing was done."
+                ));
+                return;
+            }
+        }
+        self.thread(&format!(
+            "⚠ approved by {} alone — SINGLE-PERSON (BREAK-GLASS) REPAIR (--single-operator); \
+             recorded as such in the audit log — starting",
+            actor.name
+        ));
+        let summary = self.execute(&plan).await;
+        self.finished.push(summary);
     }
 
     /// After a restart: settle interrupted runs, then take up plans still awaiting approval
@@ -491,10 +622,23 @@ impl<'a, W: Write> Console<'a, W> {
 
 /// `o365-fixbot console`: events from standard input against the configured tenant, with state
 /// in the data directory. Interrupted runs are settled before the first event is read.
-pub async fn serve_stdin(config: &crate::config::Config) -> anyhow::Result<()> {
+///
+/// Every line acts for the operating-system user (see [`Identity::Operator`]);
+/// `single_operator` lets that user approve their own requests as break-glass repairs.
+pub async fn serve_stdin(
+    config: &crate::config::Config,
+    single_operator: bool,
+) -> anyhow::Result<()> {
     use crate::directory::graph::GraphClient;
     use crate::directory::okta::OktaClient;
     use tokio::io::AsyncBufReadExt;
+    let user = OsUser::current()?;
+    if !config.console.people.contains_key(user.as_str()) {
+        anyhow::bail!(
+            "the operating-system user `{user}` is not in console.people, so the console cannot \
+             act for it; add `{user} = [<roles>]` under [console.people] in the configuration"
+        );
+    }
     let store = crate::store::Store::open(&config.store.data_dir)?;
     let graph = GraphClient::new(config.graph_client_config()?)?;
     let okta = OktaClient::new(config.okta_client_config()?)?;
@@ -508,7 +652,11 @@ pub async fn serve_stdin(config: &crate::config::Config) -> anyhow::Result<()> {
         config.console.people.clone(),
         None,
         std::io::stdout(),
-    );
+    )
+    .with_identity(Identity::Operator {
+        user,
+        single_operator,
+    });
     console.recover().await?;
     // Bytes, not `lines()`: one line that is not UTF-8 must be refused alone rather than end
     // the console with the lines after it unread.

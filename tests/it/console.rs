@@ -269,3 +269,138 @@ fn a_line_that_is_not_utf8_is_refused_alone_and_later_lines_are_handled() {
     assert!(stdout.contains("alice: /fix-status"), "{stdout}");
     assert!(stdout.contains("fixbot: no runs yet."), "{stdout}");
 }
+
+/// `o365-fixbot console` as it runs against a configured tenant (here the sandbox, reached like
+/// any tenant): every line acts for the operating-system user running the test.
+mod operator {
+    use crate::harness;
+    use o365_fixbot::approval::ApprovalPolicy;
+    use o365_fixbot::chat::console::{Console, Identity};
+    use o365_fixbot::chat::os_user::OsUser;
+    use o365_fixbot::config::{Config, EMBEDDED_DEFAULT};
+    use o365_fixbot::domain::RunState;
+    use o365_fixbot::sandbox::Sandbox;
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    struct Session {
+        _sandbox: Sandbox,
+        dir: PathBuf,
+        console: Console<'static, Vec<u8>>,
+        /// The console's engine, for its store (the data directory is open once per process).
+        engine: o365_fixbot::pipeline::Engine,
+        user: OsUser,
+    }
+
+    impl Drop for Session {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    async fn session(single_operator: bool) -> Session {
+        let config = Config::parse(EMBEDDED_DEFAULT, std::path::Path::new("default.toml")).unwrap();
+        let sandbox = harness::sandbox().await;
+        let dir =
+            std::env::temp_dir().join(format!("fixbot-operator-{}", uuid::Uuid::new_v4().simple()));
+        let engine = o365_fixbot::demo::sandbox_engine(&config, &sandbox, &dir).unwrap();
+        let user = OsUser::current().expect("the test runs as a named user");
+        // The operator holds both roles: only the console's identity rule stands between them
+        // and approving their own request.
+        let people = BTreeMap::from([(
+            user.to_string(),
+            vec!["identity-admin".to_owned(), "identity-approver".to_owned()],
+        )]);
+        let console = Console::new(
+            engine.clone(),
+            ApprovalPolicy::from(&config.approval),
+            people,
+            None,
+            Vec::new(),
+        )
+        .with_identity(Identity::Operator {
+            user: user.clone(),
+            single_operator,
+        });
+        Session {
+            _sandbox: sandbox,
+            dir,
+            console,
+            engine,
+            user,
+        }
+    }
+
+    fn output(s: &mut Session) -> String {
+        String::from_utf8_lossy(&std::mem::take(s.console.out_mut())).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_console_on_a_real_tenant_refuses_to_approve_its_own_request() {
+        let mut s = session(false).await;
+        s.console
+            .handle_line("/fix-immutable-id user:adele@contoso.com reason:INC-9")
+            .await;
+        s.console.handle_line("approve").await;
+        // Typing another person's name does not make the line theirs.
+        s.console.handle_line("bob: approve").await;
+        let out = output(&mut s);
+        assert!(out.contains("Repair plan for adele@contoso.com"), "{out}");
+        assert!(
+            out.contains(&format!(
+                "{0}'s approval does not count: {0} asked for this repair",
+                s.user
+            )),
+            "{out}"
+        );
+        assert!(out.contains("--single-operator"), "{out}");
+        assert!(
+            out.contains("this console acts only for") && out.contains("not for `bob`"),
+            "{out}"
+        );
+        assert!(!out.contains("BREAK-GLASS"), "{out}");
+        assert!(s.console.finished.is_empty(), "nothing ran: {out}");
+        let store = s.engine.store();
+        let runs = store.recent_runs(5).unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].state, RunState::AwaitingApproval);
+        assert_eq!(runs[0].requester_name, s.user.as_str());
+        assert!(store.approvers(&runs[0].id).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn single_operator_repairs_are_marked_break_glass_in_plan_thread_and_audit() {
+        let mut s = session(true).await;
+        s.console
+            .handle_line("/fix-immutable-id user:adele@contoso.com reason:INC-9")
+            .await;
+        s.console.handle_line("approve").await;
+        let out = output(&mut s);
+        let plan_end = out.find("Requested by").expect("a plan");
+        let approval = out.find("approved by").expect("an approval line");
+        assert!(
+            out[..approval].contains("SINGLE-PERSON (BREAK-GLASS) REPAIR") && plan_end < approval,
+            "the plan says so before it is approved: {out}"
+        );
+        assert!(
+            out.contains(&format!(
+                "approved by {} alone — SINGLE-PERSON (BREAK-GLASS) REPAIR",
+                s.user
+            )),
+            "{out}"
+        );
+        assert_eq!(s.console.finished.len(), 1, "{out}");
+        let store = s.engine.store();
+        let records = store.audit_records().unwrap();
+        for kind in ["approve", "approved"] {
+            let r = records
+                .iter()
+                .find(|r| r.kind == kind)
+                .unwrap_or_else(|| panic!("no {kind} record: {records:#?}"));
+            assert_eq!(r.actor.as_deref(), Some(s.user.as_str()));
+            assert_eq!(r.data["single_operator"], true, "{r:#?}");
+        }
+        let request = records.iter().find(|r| r.kind == "request").unwrap();
+        assert_eq!(request.actor.as_deref(), Some(s.user.as_str()));
+    }
+}
