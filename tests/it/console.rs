@@ -404,3 +404,38 @@ mod operator {
         assert_eq!(request.actor.as_deref(), Some(s.user.as_str()));
     }
 }
+
+#[test]
+fn console_refuses_to_start_for_an_operating_system_user_it_does_not_know() {
+    let user = o365_fixbot::chat::os_user::OsUser::current().unwrap();
+    let dir = std::env::temp_dir().join(format!("fixbot-nobody-{}", std::process::id()));
+    let config = dir.join("config.toml");
+    std::fs::create_dir_all(&dir).unwrap();
+    // The embedded people, minus whoever runs the test, so the user is unknown on any machine.
+    let text = o365_fixbot::config::EMBEDDED_DEFAULT
+        .replace(
+            "data_dir = \"data/sandbox\"",
+            &format!("data_dir = {:?}", dir.join("data").to_string_lossy()),
+        )
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{user} =")))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&config, text).unwrap();
+    let out = bin()
+        .args(["--config", config.to_str().unwrap(), "console"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("binary runs");
+    let created = dir.join("data").exists();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the operating-system user `{user}` is not in console.people"
+        )),
+        "{stderr}"
+    );
+    assert!(!created, "the data directory was not even created");
+}
