@@ -607,9 +607,10 @@ impl<'a, W: Write> Console<'a, W> {
                         format!(
                             "{} {} {} (by {})",
                             &r.id[..8],
-                            r.upn,
+                            sanitize(&r.upn, 100),
                             r.state,
-                            r.requester_name
+                            // The store is shared with Discord, whose names anyone can choose.
+                            sanitize(&r.requester_name, 64)
                         )
                     })
                     .collect();

@@ -574,3 +574,31 @@ fn describe_change(a: &Facts, b: &Facts) -> String {
     );
     changes.join("; ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stored_reason_holds_no_invisible_characters() {
+        let req = RepairRequest::parse(
+            Actor::new("1", "alice"),
+            "adele@contoso.com",
+            None,
+            Some(" INC-1 \u{202E}evitucexe yb devorppa\u{202C}\u{200B} "),
+        )
+        .unwrap();
+        assert_eq!(req.reason.as_deref(), Some("INC-1 evitucexe yb devorppa"));
+        let only_invisible = RepairRequest::parse(
+            Actor::new("1", "alice"),
+            "adele@contoso.com",
+            None,
+            Some("\u{202E}\u{2066}\u{FEFF}"),
+        )
+        .unwrap();
+        assert_eq!(
+            only_invisible.reason, None,
+            "an invisible reason is no reason"
+        );
+    }
+}
