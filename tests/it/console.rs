@@ -439,3 +439,144 @@ fn console_refuses_to_start_for_an_operating_system_user_it_does_not_know() {
     );
     assert!(!created, "the data directory was not even created");
 }
+
+/// The whole path an operator takes: `o365-fixbot sandbox` serves a tenant, `console --config`
+/// repairs it as the operating-system user, `audit export` shows what was recorded.
+#[test]
+fn console_against_a_served_tenant_refuses_self_approval_and_marks_single_operator_in_audit() {
+    use std::io::{BufRead, BufReader};
+    let user = o365_fixbot::chat::os_user::OsUser::current().unwrap();
+    let dir = std::env::temp_dir().join(format!("fixbot-operator-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write_config = |name: &str, data: &str, extra: &str| {
+        let path = dir.join(name);
+        let text = o365_fixbot::config::EMBEDDED_DEFAULT.replace(
+            "data_dir = \"data/sandbox\"",
+            &format!("data_dir = {:?}", dir.join(data).to_string_lossy()),
+        ) + extra;
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let sandbox_config = write_config("sandbox.toml", "sandbox-data", "");
+    /// Stops the served sandbox even when an assertion fails first.
+    struct Served(std::process::Child);
+    impl Drop for Served {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut sandbox = Served(
+        bin()
+            .args(["--config", sandbox_config.to_str().unwrap()])
+            .args(["sandbox", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sandbox starts"),
+    );
+    let mut printed = Vec::new();
+    for line in BufReader::new(sandbox.0.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.starts_with("Ctrl-C") {
+            break;
+        }
+        printed.push(line);
+    }
+    let value = |key: &str| -> String {
+        printed
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .unwrap_or_else(|| panic!("{key} not printed: {printed:?}"))
+            .trim_start_matches([' ', '=', '"'])
+            .trim_end_matches('"')
+            .to_owned()
+    };
+    let env: Vec<(String, String)> = [
+        ("FIXBOT_GRAPH__AUTHORITY", "graph.authority"),
+        ("FIXBOT_GRAPH__GRAPH_BASE", "graph.graph_base"),
+        ("FIXBOT_GRAPH__TENANT_ID", "graph.tenant_id"),
+        ("FIXBOT_GRAPH__CLIENT_ID", "graph.client_id"),
+        ("FIXBOT_OKTA__ORG_URL", "okta.org_url"),
+        ("FIXBOT_OKTA__APP_ID", "okta.app_id"),
+        (
+            "FIXBOT_GRAPH_CLIENT_SECRET_FILE",
+            "export FIXBOT_GRAPH_CLIENT_SECRET_FILE",
+        ),
+        (
+            "FIXBOT_OKTA_API_TOKEN_FILE",
+            "export FIXBOT_OKTA_API_TOKEN_FILE",
+        ),
+    ]
+    .into_iter()
+    .map(|(var, key)| (var.to_owned(), value(key)))
+    .collect();
+    let console_config = write_config(
+        "console.toml",
+        "console-data",
+        &format!(
+            "{:?} = [\"identity-admin\", \"identity-approver\"]\n",
+            user.as_str()
+        ),
+    );
+    let run = |args: &[&str], stdin: &str| {
+        let mut child = bin()
+            .args(["--config", console_config.to_str().unwrap()])
+            .args(args)
+            .envs(env.iter().cloned())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("binary starts");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}: exit {:?}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let refused = run(
+        &["console"],
+        "/fix-immutable-id user:adele@contoso.com reason:INC-9\napprove\n",
+    );
+    let broke_glass = run(&["console", "--single-operator"], "approve\n");
+    let audit = run(&["audit", "export"], "");
+    drop(sandbox);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert!(
+        refused.contains(&format!("{0}'s approval does not count: {0} asked", user)),
+        "{refused}"
+    );
+    // The plan, still awaiting approval, is taken up by the next session, which may approve it
+    // alone only because it was started with --single-operator.
+    assert!(
+        broke_glass.contains("still awaiting approval"),
+        "{broke_glass}"
+    );
+    assert!(
+        broke_glass.contains(&format!(
+            "approved by {user} alone — SINGLE-PERSON (BREAK-GLASS)"
+        )),
+        "{broke_glass}"
+    );
+    assert!(broke_glass.contains("🎉 done"), "{broke_glass}");
+    let records: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let request = records.iter().find(|r| r["kind"] == "request").unwrap();
+    assert_eq!(request["actor"], user.as_str(), "{request}");
+    let approve = records.iter().find(|r| r["kind"] == "approve").unwrap();
+    assert_eq!(approve["actor"], user.as_str(), "{approve}");
+    assert_eq!(approve["data"]["single_operator"], true, "{approve}");
+}
