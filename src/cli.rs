@@ -54,8 +54,14 @@ enum Command {
     /// Ask the running bot's /healthz (for container health checks; a minimal image has no curl).
     Healthcheck,
     /// Chat events from standard input against the configured tenant, with state kept in the
-    /// data directory (recovers interrupted runs on start).
-    Console,
+    /// data directory (recovers interrupted runs on start). Every line acts for the
+    /// operating-system user, who cannot approve their own requests.
+    Console {
+        /// Break-glass: let the operating-system user approve their own requests alone. The
+        /// plan, the thread and the audit log mark such repairs as single-person.
+        #[arg(long)]
+        single_operator: bool,
+    },
     /// The tamper-evident audit log.
     Audit {
         #[command(subcommand)]
@@ -149,9 +155,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo { stdin } => {
             let script = if stdin {
-                let mut s = String::new();
+                // Bytes: a line that is not UTF-8 is the console's to refuse, alone.
+                let mut s = Vec::new();
                 std::io::stdin()
-                    .read_to_string(&mut s)
+                    .read_to_end(&mut s)
                     .context("cannot read standard input")?;
                 Some(s)
             } else {
@@ -163,7 +170,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             sandbox,
             discord_api,
         } => serve(config, sandbox, discord_api).await,
-        Command::Console => crate::chat::console::serve_stdin(&config).await,
+        Command::Console { single_operator } => {
+            crate::chat::console::serve_stdin(&config, single_operator).await
+        }
         Command::CheckConfig { online } => check_config(&config, online).await,
         Command::Healthcheck => crate::ops::health::probe(config.ops.listen).await,
         Command::Audit { action } => audit(&config, action),

@@ -61,7 +61,11 @@ pub fn sandbox_engine(
 }
 
 /// Runs `script` (or the built-in story) against a fresh sandbox and prints the final state.
-pub async fn run(config: &Config, script: Option<&str>, out: &mut dyn Write) -> anyhow::Result<()> {
+pub async fn run(
+    config: &Config,
+    script: Option<&[u8]>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let sandbox = Sandbox::start(sandbox_options(
         config,
         SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -89,7 +93,7 @@ pub async fn run(config: &Config, script: Option<&str>, out: &mut dyn Write) -> 
             Some(&sandbox),
             &mut buf,
         );
-        console.run_script(script.unwrap_or(STORY)).await;
+        console.run_bytes(script.unwrap_or(STORY.as_bytes())).await;
     }
     out.write_all(&buf)?;
     writeln!(out, "\nFinal state of the sandbox tenant:")?;

@@ -11,7 +11,12 @@
 //!                                                    answered with that error)
 //! sandbox: deactivate on|off                        (sandbox only)
 //! ```
+//!
+//! Who acts depends on the [`Identity`]: in the sandbox simulation the name before `:` is the
+//! person; against a configured tenant every line acts for the operating-system user running the
+//! console, and the name may be left out (`/fix-immutable-id …`, `approve`).
 
+use super::os_user::OsUser;
 use super::render::{ignored_line, plan_message, sanitize, step_line, summary_line};
 use crate::approval::{ApprovalPolicy, PendingApproval, Verdict, Vote};
 use crate::domain::{Actor, RunId, RunState};
@@ -19,11 +24,23 @@ use crate::ops::shutdown::{Lifecycle, Signals};
 use crate::pipeline::{Engine, Plan, PlanError, RepairRequest, Reporter, RunEvent, RunSummary};
 use crate::sandbox::{Fault, FaultAction, Sandbox};
 use crate::store::{now_ms, VoteKind};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 
 /// Longest event line accepted; anything longer is refused whole.
 pub const MAX_LINE: usize = 4096;
+
+/// Who a console line acts for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// The sandbox simulation (`demo`): a script plays several people, so the name before `:`
+    /// is taken as typed.
+    Scripted,
+    /// A configured tenant (`console`): the terminal can vouch only for the operating-system
+    /// user, so every line acts for it whatever name is typed. The same person cannot approve
+    /// their own request unless `single_operator` (break-glass) was chosen at start.
+    Operator { user: OsUser, single_operator: bool },
+}
 
 pub struct Console<'a, W: Write> {
     engine: Engine,
@@ -33,6 +50,10 @@ pub struct Console<'a, W: Write> {
     pending: HashMap<RunId, (Plan, PendingApproval)>,
     order: Vec<RunId>,
     out: W,
+    identity: Identity,
+    /// Runs requested in this session: with an operator identity, never approved by it too
+    /// (unless single-operator).
+    requested_here: HashSet<RunId>,
     /// Summaries of executed runs, for callers and tests.
     pub finished: Vec<RunSummary>,
     /// The run executing now, for a shutdown to name if it outlives the grace.
@@ -55,6 +76,8 @@ impl<'a, W: Write> Console<'a, W> {
             pending: HashMap::new(),
             order: Vec::new(),
             out,
+            identity: Identity::Scripted,
+            requested_here: HashSet::new(),
             finished: Vec::new(),
             lifecycle: Lifecycle::default(),
         }
@@ -65,8 +88,29 @@ impl<'a, W: Write> Console<'a, W> {
         self.lifecycle.clone()
     }
 
+    /// Acts as `identity` instead of the scripted default.
+    pub fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = identity;
+        self
+    }
+
+    fn single_operator(&self) -> bool {
+        matches!(
+            self.identity,
+            Identity::Operator {
+                single_operator: true,
+                ..
+            }
+        )
+    }
+
     pub fn into_output(self) -> W {
         self.out
+    }
+
+    /// What has been written so far (tests take it between lines).
+    pub fn out_mut(&mut self) -> &mut W {
+        &mut self.out
     }
 
     fn say(&mut self, text: &str) {
@@ -79,8 +123,36 @@ impl<'a, W: Write> Console<'a, W> {
 
     /// Handles every line of `input`, in order.
     pub async fn run_script(&mut self, input: &str) {
-        for line in input.lines() {
-            self.handle_line(line).await;
+        self.run_bytes(input.as_bytes()).await;
+    }
+
+    /// Handles every line of `input`, in order; a line that is not UTF-8 is refused on its own
+    /// and the lines after it are still handled.
+    pub async fn run_bytes(&mut self, input: &[u8]) {
+        let input = input.strip_suffix(b"\n").unwrap_or(input);
+        if input.is_empty() {
+            return;
+        }
+        for line in input.split(|&b| b == b'\n') {
+            self.handle_raw_line(line).await;
+        }
+    }
+
+    /// One line as read from a terminal or pipe, before it is known to be text. Input that is
+    /// not UTF-8 (a Latin-1 file, a stray byte) is bad input like any other: refused with a
+    /// reason, nothing done, and the console goes on.
+    pub async fn handle_raw_line(&mut self, raw: &[u8]) {
+        match std::str::from_utf8(raw) {
+            Ok(line) => self.handle_line(line).await,
+            Err(e) => {
+                let at = e.valid_up_to();
+                self.say(&format!(
+                    "that line is not UTF-8 text (byte 0x{:02x} at position {}); \
+                     save the input as UTF-8 and send the line again. Nothing was done.",
+                    raw[at],
+                    at + 1
+                ));
+            }
         }
     }
 
@@ -97,25 +169,48 @@ impl<'a, W: Write> Console<'a, W> {
             return;
         }
         let _ = writeln!(self.out, "{line}");
-        let Some((who, action)) = line.split_once(':') else {
-            self.say(
-                "each line is `who: command`; see the README for the grammar. Nothing was done.",
-            );
-            return;
+        let first_word = line.split_whitespace().next().unwrap_or("");
+        let bare = matches!(self.identity, Identity::Operator { .. })
+            && (line.starts_with('/') || matches!(first_word, "react" | "approve" | "reject"));
+        let (who, action) = if bare {
+            (None, line)
+        } else {
+            let Some((who, action)) = line.split_once(':') else {
+                self.say(
+                    "each line is `who: command`; see the README for the grammar. Nothing was done.",
+                );
+                return;
+            };
+            (Some(who.trim()), action.trim())
         };
-        let (who, action) = (who.trim(), action.trim());
-        if who == "sandbox" {
+        if who == Some("sandbox") {
             self.sandbox_directive(action);
             return;
         }
-        let Some(roles) = self.people.get(who).cloned() else {
+        let name = match (&self.identity, who) {
+            (Identity::Scripted, Some(who)) => who.to_owned(),
+            (Identity::Operator { user, .. }, who) => {
+                if let Some(typed) = who.filter(|w| *w != user.as_str()) {
+                    self.say(&format!(
+                        "this console acts only for `{user}`, the operating-system user running \
+                         it, not for `{}`; type the command without a name. Another person \
+                         approves from their own console session. Nothing was done.",
+                        sanitize(typed, 64)
+                    ));
+                    return;
+                }
+                user.to_string()
+            }
+            (Identity::Scripted, None) => unreachable!("scripted lines always name someone"),
+        };
+        let Some(roles) = self.people.get(&name).cloned() else {
             self.say(&format!(
                 "I do not know `{}`; only people in console.people can act. Nothing was done.",
-                sanitize(who, 64)
+                sanitize(&name, 64)
             ));
             return;
         };
-        let actor = Actor::new(who, who);
+        let actor = Actor::new(name.clone(), name);
         let (verb, rest) = action
             .split_once(char::is_whitespace)
             .unwrap_or((action, ""));
@@ -260,9 +355,17 @@ impl<'a, W: Write> Console<'a, W> {
         self.say(&format!("(only to {}) planning…", actor.name));
         match self.engine.plan(&req).await {
             Ok(plan) => {
-                let text = plan_message(&plan, self.policy.ttl);
+                let mut text = plan_message(&plan, self.policy.ttl);
+                if self.single_operator() {
+                    text.push_str(
+                        "\n   ⚠ SINGLE-PERSON (BREAK-GLASS) REPAIR: this console runs with \
+                         --single-operator, so its operator may approve this plan alone. The \
+                         audit log marks it so.",
+                    );
+                }
                 self.say(&text);
                 let pending = PendingApproval::new(plan.run, actor, now_ms());
+                self.requested_here.insert(plan.run);
                 self.order.push(plan.run);
                 self.pending.insert(plan.run, (plan, pending));
             }
@@ -302,6 +405,16 @@ impl<'a, W: Write> Console<'a, W> {
             self.say("no run is awaiting approval.");
             return;
         };
+        if vote == Vote::Approve {
+            if let Identity::Operator { .. } = self.identity {
+                let own = self.requested_here.contains(&run_id)
+                    || self.pending[&run_id].1.requester.id == actor.id;
+                if own {
+                    self.approve_own(actor, roles, run_id).await;
+                    return;
+                }
+            }
+        }
         let policy = self.policy.clone();
         let verdict = {
             let (_, pending) = self.pending.get_mut(&run_id).expect("resolved");
@@ -363,6 +476,52 @@ impl<'a, W: Write> Console<'a, W> {
                 self.finished.push(summary);
             }
         }
+    }
+
+    /// The operator approving a plan they asked for: refused, unless the console runs with
+    /// `--single-operator`, when it approves alone as a break-glass repair marked in the plan,
+    /// the thread and the audit log.
+    async fn approve_own(&mut self, actor: Actor, roles: &[String], run_id: RunId) {
+        if !self.single_operator() {
+            self.thread(&format!(
+                "ℹ {0}'s approval does not count: {0} asked for this repair, and a second person \
+                 must approve it from their own console session, as their own operating-system \
+                 user. For a single-person (break-glass) repair, start the console with \
+                 --single-operator. Nothing was done.",
+                actor.name
+            ));
+            return;
+        }
+        if !self.policy.may_approve(roles) {
+            self.thread(&format!(
+                "ℹ {}'s approval does not count: {}, and --single-operator does not change who \
+                 may approve. Nothing was done.",
+                actor.name,
+                crate::approval::Ignored::NotApprover.explain()
+            ));
+            return;
+        }
+        let (plan, _) = self.pending.remove(&run_id).expect("resolved");
+        match self.engine.record_single_operator_approval(&plan, &actor) {
+            Ok(Some((_, true))) => {}
+            Ok(_) => {
+                self.thread("this run is no longer awaiting approval; nothing more was done.");
+                return;
+            }
+            Err(e) => {
+                self.thread(&format!(
+                    "could not record the approval ({e:#}); nothing was done."
+                ));
+                return;
+            }
+        }
+        self.thread(&format!(
+            "⚠ approved by {} alone — SINGLE-PERSON (BREAK-GLASS) REPAIR (--single-operator); \
+             recorded as such in the audit log — starting",
+            actor.name
+        ));
+        let summary = self.execute(&plan).await;
+        self.finished.push(summary);
     }
 
     /// After a restart: settle interrupted runs, then take up plans still awaiting approval
@@ -460,9 +619,10 @@ impl<'a, W: Write> Console<'a, W> {
                         format!(
                             "{} {} {} (by {})",
                             &r.id[..8],
-                            r.upn,
+                            sanitize(&r.upn, 100),
                             r.state,
-                            r.requester_name
+                            // The store is shared with Discord, whose names anyone can choose.
+                            sanitize(&r.requester_name, 64)
                         )
                     })
                     .collect();
@@ -475,12 +635,25 @@ impl<'a, W: Write> Console<'a, W> {
 
 /// `o365-fixbot console`: events from standard input against the configured tenant, with state
 /// in the data directory. Interrupted runs are settled before the first event is read.
-pub async fn serve_stdin(config: &crate::config::Config) -> anyhow::Result<()> {
+///
+/// Every line acts for the operating-system user (see [`Identity::Operator`]);
+/// `single_operator` lets that user approve their own requests as break-glass repairs.
+pub async fn serve_stdin(
+    config: &crate::config::Config,
+    single_operator: bool,
+) -> anyhow::Result<()> {
     use crate::directory::graph::GraphClient;
     use crate::directory::okta::OktaClient;
     use tokio::io::AsyncBufReadExt;
     // First: a SIGTERM during startup is then a clean stop, not a kill.
     let mut signals = crate::ops::shutdown::Signals::install()?;
+    let user = OsUser::current()?;
+    if !config.console.people.contains_key(user.as_str()) {
+        anyhow::bail!(
+            "the operating-system user `{user}` is not in console.people, so the console cannot \
+             act for it; add `{user} = [<roles>]` under [console.people] in the configuration"
+        );
+    }
     let store = crate::store::Store::open(&config.store.data_dir)?;
     let graph = GraphClient::new(config.graph_client_config()?)?;
     let okta = OktaClient::new(config.okta_client_config()?)?;
@@ -494,7 +667,11 @@ pub async fn serve_stdin(config: &crate::config::Config) -> anyhow::Result<()> {
         config.console.people.clone(),
         None,
         std::io::stdout(),
-    );
+    )
+    .with_identity(Identity::Operator {
+        user,
+        single_operator,
+    });
     let lifecycle = console.lifecycle();
     let grace = config.ops.shutdown_grace;
     {
@@ -505,19 +682,24 @@ pub async fn serve_stdin(config: &crate::config::Config) -> anyhow::Result<()> {
             None => return Ok(()),
         }
     }
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    // Bytes, not `lines()`: one line that is not UTF-8 must be refused alone rather than end
+    // the console with the lines after it unread.
+    let mut input = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut line = Vec::new();
     loop {
-        let line = tokio::select! {
-            line = lines.next_line() => match line? {
-                Some(line) => line,
-                None => break,
-            },
+        line.clear();
+        let read = tokio::select! {
+            read = input.read_until(b'\n', &mut line) => read?,
             signal = signals.recv() => {
                 tracing::warn!(signal, "shutting down: no more input is read; nothing is executing");
                 break;
             }
         };
-        let handled = console.handle_line(&line);
+        if read == 0 {
+            break;
+        }
+        let text = line.strip_suffix(b"\n").unwrap_or(&line).to_vec();
+        let handled = console.handle_raw_line(&text);
         tokio::pin!(handled);
         if until_signal(&mut handled, &mut signals, grace, &lifecycle)
             .await

@@ -2,4 +2,5 @@
 
 pub mod console;
 pub mod discord;
+pub mod os_user;
 pub mod render;

@@ -2,25 +2,47 @@
 //! chat: user-supplied text is length-capped and cannot break out of code formatting or ping.
 
 use crate::approval::Ignored;
+use crate::domain::strip_invisible;
 use crate::pipeline::plan::NewIdSource;
 use crate::pipeline::{Phase, Plan, RunOutcome, RunSummary, StepKind, StepOutcome, StepReport};
 use std::time::Duration;
 
-/// Text from a person, made safe to echo: no mentions, no code-fence escapes, bounded length.
+/// Text from a person, made safe to echo: no mentions, no code-fence escapes, no invisible
+/// characters that reorder or hide text, no masked links, bounded length.
 pub fn sanitize(text: &str, max_chars: usize) -> String {
-    let mut out: String = text
+    let mut out: String = strip_invisible(text)
         .chars()
-        .filter(|c| !c.is_control())
         .map(|c| match c {
             '`' => '\'',
-            // A zero-width space after `@` defuses @everyone, @here and <@…> mentions.
-            '@' => '@',
             c => c,
         })
-        .collect::<String>()
-        .replace('@', "@\u{200B}");
+        .collect::<String>();
+    out = defuse_mentions(&out);
+    // `[text](url)` shows `text` while linking elsewhere; a space between the brackets and the
+    // parenthesis makes Discord show both literally. Invisible characters are already gone, so
+    // none can sit between `]` and `(` to slip past this.
+    out = out.replace("](", "] (");
     if out.chars().count() > max_chars {
         out = out.chars().take(max_chars).collect::<String>() + "…";
+    }
+    out
+}
+
+/// `@everyone`, `@here` and `<@…>` (users, `<@!…>`, roles `<@&…>`) with the `@` swapped for a
+/// full-width `＠`, which Discord neither pings nor renders as a mention. A zero-width space would
+/// do the same but is itself an invisible character; other `@`s (e-mail addresses, UPNs) stay.
+fn defuse_mentions(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut prev: Option<char> = None;
+    for (i, c) in text.char_indices() {
+        let rest = &text[i + c.len_utf8()..];
+        let starts = |word: &str| {
+            rest.get(..word.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(word))
+        };
+        let mention = c == '@' && (prev == Some('<') || starts("everyone") || starts("here"));
+        out.push(if mention { '\u{FF20}' } else { c });
+        prev = Some(c);
     }
     out
 }
@@ -266,6 +288,38 @@ mod tests {
         assert_eq!(
             summary_line(&s),
             "🎉 done in 1.5 s: Repaired · audit head 7:0123456789abcdef"
+        );
+    }
+
+    #[test]
+    fn sanitize_strips_format_characters_so_text_cannot_be_reordered() {
+        let s = sanitize("INC-1 \u{202E}evitucexe yb devorppa\u{202C}", 300);
+        assert_eq!(s, "INC-1 evitucexe yb devorppa");
+        let every = "a\u{00AD}b\u{200B}\u{200D}\u{2066}c\u{2069}\u{2060}\u{FEFF}\u{E0041}d";
+        assert_eq!(sanitize(every, 100), "abcd");
+        assert!(!sanitize("x @everyone <@1>", 100)
+            .chars()
+            .any(crate::domain::is_format_char));
+    }
+
+    #[test]
+    fn sanitize_defuses_masked_links() {
+        let s = sanitize("see [the runbook](https://evil.example/x) now", 300);
+        assert!(!s.contains("]("), "{s}");
+        assert!(
+            s.contains("https://evil.example/x"),
+            "the real target stays visible: {s}"
+        );
+        // An invisible character between `]` and `(` does not smuggle the link through.
+        assert!(!sanitize("[a]\u{200B}(https://e.example)", 100).contains("]("));
+    }
+
+    #[test]
+    fn sanitize_keeps_email_addresses_readable() {
+        assert_eq!(sanitize("adele@contoso.com", 100), "adele@contoso.com");
+        assert_eq!(
+            sanitize("@Here and @everyone", 100),
+            "＠Here and ＠everyone"
         );
     }
 }

@@ -182,6 +182,31 @@ impl Engine {
         )
     }
 
+    /// Records a single-person (break-glass) approval: the requester approving their own plan,
+    /// allowed only where the operator chose it (`console --single-operator`). It alone approves
+    /// the run, and the vote and the approval are marked `single_operator` in the audit log.
+    pub fn record_single_operator_approval(
+        &self,
+        plan: &Plan,
+        voter: &crate::domain::Actor,
+    ) -> anyhow::Result<Option<(u32, bool)>> {
+        let mut mark = serde_json::Map::new();
+        mark.insert("single_operator".into(), serde_json::Value::Bool(true));
+        mark.insert(
+            "break_glass".into(),
+            "requested and approved by one person (console --single-operator)".into(),
+        );
+        self.inner.store.record_vote_marked(
+            &plan.run.to_string(),
+            &voter.id,
+            &voter.name,
+            VoteKind::Approve,
+            &plan.fingerprint,
+            1,
+            &mark,
+        )
+    }
+
     /// Moves a run that never executed to a final state (`rejected`, `expired`, `cancelled`).
     pub fn close_unexecuted(&self, run: RunId, state: RunState) -> anyhow::Result<bool> {
         self.inner.store.transition_run_audited(

@@ -43,12 +43,12 @@ impl RepairRequest {
             .filter(|s| !s.trim().is_empty())
             .map(ImmutableId::parse_input)
             .transpose()?;
-        let reason = reason.map(|r| r.trim()).filter(|r| !r.is_empty()).map(|r| {
-            r.chars()
-                .filter(|c| !c.is_control())
-                .take(MAX_REASON)
-                .collect()
-        });
+        // Invisible characters go at the edge, so the stored plan and the audit log hold the
+        // reason as every reader sees it, not text a bidi override can show reversed.
+        let reason = reason
+            .map(crate::domain::strip_invisible)
+            .map(|r| r.trim().chars().take(MAX_REASON).collect::<String>())
+            .filter(|r| !r.is_empty());
         Ok(Self {
             requester,
             upn,
@@ -573,4 +573,32 @@ fn describe_change(a: &Facts, b: &Facts) -> String {
         opt(&b.app_immutable_id),
     );
     changes.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stored_reason_holds_no_invisible_characters() {
+        let req = RepairRequest::parse(
+            Actor::new("1", "alice"),
+            "adele@contoso.com",
+            None,
+            Some(" INC-1 \u{202E}evitucexe yb devorppa\u{202C}\u{200B} "),
+        )
+        .unwrap();
+        assert_eq!(req.reason.as_deref(), Some("INC-1 evitucexe yb devorppa"));
+        let only_invisible = RepairRequest::parse(
+            Actor::new("1", "alice"),
+            "adele@contoso.com",
+            None,
+            Some("\u{202E}\u{2066}\u{FEFF}"),
+        )
+        .unwrap();
+        assert_eq!(
+            only_invisible.reason, None,
+            "an invisible reason is no reason"
+        );
+    }
 }

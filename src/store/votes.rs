@@ -19,6 +19,37 @@ impl Store {
         fingerprint: &str,
         required: u32,
     ) -> anyhow::Result<Option<(u32, bool)>> {
+        self.record_vote_marked(
+            run_id,
+            voter_id,
+            voter_name,
+            vote,
+            fingerprint,
+            required,
+            &serde_json::Map::new(),
+        )
+    }
+
+    /// [`Store::record_vote`], with `mark` added to the vote's audit record and to the state
+    /// change it causes, in the same transaction (a single-person approval says so where it is
+    /// recorded, not in a record that could be missing).
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_vote_marked(
+        &self,
+        run_id: &str,
+        voter_id: &str,
+        voter_name: &str,
+        vote: VoteKind,
+        fingerprint: &str,
+        required: u32,
+        mark: &serde_json::Map<String, serde_json::Value>,
+    ) -> anyhow::Result<Option<(u32, bool)>> {
+        let with_mark = |mut v: serde_json::Value| {
+            if let Some(o) = v.as_object_mut() {
+                o.extend(mark.clone());
+            }
+            v
+        };
         let now = now_ms();
         self.tx(|c| {
             let state = c
@@ -40,7 +71,7 @@ impl Store {
                     Some(run_id),
                     vote.as_str(),
                     Some(voter_name),
-                    &serde_json::json!({"voter_id": voter_id, "fingerprint": fingerprint}),
+                    &with_mark(serde_json::json!({"voter_id": voter_id, "fingerprint": fingerprint})),
                 )?;
             }
             let count: u32 = c.query_row(
@@ -59,7 +90,7 @@ impl Store {
                     "UPDATE runs SET state = ?1, updated_at_ms = ?2 WHERE id = ?3",
                     params![to.as_str(), now, run_id],
                 )?;
-                audit::append(c, Some(run_id), to.as_str(), Some(voter_name), &serde_json::json!({"approvals": count}))?;
+                audit::append(c, Some(run_id), to.as_str(), Some(voter_name), &with_mark(serde_json::json!({"approvals": count})))?;
                 moved = true;
             }
             Ok(Some((count, moved)))

@@ -639,6 +639,24 @@ async fn hostile_input_pings_nobody_and_breaks_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bidi_reason_reads_as_typed_and_a_masked_link_shows_its_target() {
+    let rig = rig().await;
+    let reason = "INC-1 \u{202E}evitucexe yb devorppa\u{202C} \u{2067}[runbook](https://evil.example/ok)\u{2069}\u{200B}\u{FEFF}\u{00AD}";
+    let (plan, _) = rig.request(&alice(), ADELE, reason).await;
+    let text = rig.plan_text(plan);
+    assert!(
+        text.contains("Reason: INC-1 evitucexe yb devorppa [runbook] (https://evil.example/ok)"),
+        "{text:?}"
+    );
+    assert!(
+        !text.chars().any(o365_fixbot::domain::is_format_char),
+        "{text:?}"
+    );
+    assert!(!text.contains("]("), "{text}");
+    rig.finish(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_gateway_dropped_mid_run_does_not_stop_the_run_or_its_thread() {
     let rig = rig().await;
     let (plan, _) = rig.request(&alice(), ADELE, "INC-8").await;
