@@ -150,18 +150,21 @@ async fn json_logs_carry_run_and_step_spans_and_never_a_secret() {
     use std::io::Write;
     use std::process::Stdio;
     let t = tenant().await;
-    let mut child = command(&t, &["--log-format", "json", "console"])
-        .env("RUST_LOG", "o365_fixbot=debug")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = command(
+        &t,
+        &["--log-format", "json", "console", "--single-operator"],
+    )
+    .env("RUST_LOG", "o365_fixbot=debug")
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     child
         .stdin
         .take()
         .unwrap()
-        .write_all(b"alice: /fix-immutable-id user:alex@fabrikam.com\nbob: react \xE2\x9C\x85\n")
+        .write_all(b"/fix-immutable-id user:alex@fabrikam.com\nreact \xE2\x9C\x85\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());

@@ -52,3 +52,17 @@ pub fn okta_with(sb: &Sandbox, http: HttpSettings) -> OktaClient {
 pub fn calls_of(sb: &Sandbox, op: &str) -> usize {
     sb.calls().iter().filter(|c| c.op == op).count()
 }
+
+/// The operating-system user the console acts for (as `id -un` names it), for configurations
+/// that must list it in `[console.people]`.
+pub fn os_user() -> String {
+    std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("USER").ok())
+        .expect("an operating-system user name")
+}
