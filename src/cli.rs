@@ -240,6 +240,8 @@ async fn serve(
     let ready = crate::ops::health::Readiness::new(engine.store().clone());
     let (addr, _task) = crate::ops::health::serve(config.ops.listen, ready.clone()).await?;
     tracing::info!(%addr, "health and metrics endpoints listening");
+    // Kept to park runs on a signal (the bot takes its own clone).
+    let parker = engine.clone();
     let bot = DiscordBot::new(
         engine,
         &config.approval,
@@ -261,6 +263,9 @@ async fn serve(
         grace_ms = grace.as_millis() as u64,
         "shutting down: new commands are answered \"restarting\"; waiting for executing runs"
     );
+    // Runs go on to a safe boundary and park there: one in its Okta half finishes it, one in
+    // its Entra half finishes that and leaves the pause; the next start resumes them.
+    parker.park();
     // Commands are refused first, so a 503 "shutting down" already means they are.
     handle.begin_shutdown();
     ready.set_draining();

@@ -661,6 +661,7 @@ pub async fn serve_stdin(
         .observed_by(crate::ops::metrics::observer());
     let instance = engine.store().instance_name();
     let lease = engine.claim_okta_app(&instance, std::time::Duration::from_secs(60))?;
+    let parker = engine.clone();
     let mut console = Console::new(
         engine,
         ApprovalPolicy::from(&config.approval),
@@ -677,7 +678,7 @@ pub async fn serve_stdin(
     {
         let recovered = console.recover();
         tokio::pin!(recovered);
-        match until_signal(&mut recovered, &mut signals, grace, &lifecycle).await {
+        match until_signal(&mut recovered, &mut signals, grace, &lifecycle, &parker).await {
             Some(result) => result?,
             None => return Ok(()),
         }
@@ -701,7 +702,7 @@ pub async fn serve_stdin(
         let text = line.strip_suffix(b"\n").unwrap_or(&line).to_vec();
         let handled = console.handle_raw_line(&text);
         tokio::pin!(handled);
-        if until_signal(&mut handled, &mut signals, grace, &lifecycle)
+        if until_signal(&mut handled, &mut signals, grace, &lifecycle, &parker)
             .await
             .is_none()
         {
@@ -721,11 +722,14 @@ async fn until_signal<F: std::future::Future + Unpin>(
     signals: &mut Signals,
     grace: std::time::Duration,
     lifecycle: &Lifecycle,
+    engine: &Engine,
 ) -> Option<F::Output> {
     let signal = tokio::select! {
         out = &mut *work => return Some(out),
         signal = signals.recv() => signal,
     };
+    // Runs go on to a safe boundary and park there; the next start resumes them.
+    engine.park();
     tracing::warn!(
         signal,
         grace_ms = grace.as_millis() as u64,

@@ -570,7 +570,8 @@ async fn a_second_instance_on_the_same_data_directory_refuses_to_start() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_mid_run_lets_the_console_finish_the_run_then_exit_0_with_the_lease_released() {
+async fn sigterm_mid_entra_parks_the_run_at_a_safe_boundary_exits_0_and_the_next_start_completes_it(
+) {
     let t = tenant().await;
     // Slow enough that the signal lands mid-run, well within the default 25 s grace.
     t.sb.set_latency(Duration::from_millis(120));
@@ -587,13 +588,27 @@ async fn sigterm_mid_run_lets_the_console_finish_the_run_then_exit_0_with_the_le
     );
     let (status, output) = bot.terminate();
     assert!(status.success(), "exit {status}: {output:#?}");
+    // Signalled in its Entra half: it finished that half, left the pause, and parked before
+    // the Okta half, saying so.
     assert!(
-        output.iter().any(|l| l.contains("🎉")),
-        "the run finished and said so before the exit: {output:#?}"
+        output.iter().any(|l| l.contains("⏸")),
+        "the run parked and said so before the exit: {output:#?}"
     );
-    assert_invariants(&t, ADELE, &output);
+    assert!(!output
+        .iter()
+        .any(|l| l.contains("unassign from Office 365 in Okta ·")));
+    assert_eq!(
+        t.sb.provisioning_capabilities(),
+        t.initial_caps,
+        "the pause was left"
+    );
+    let user = t.sb.entra_user(ADELE).unwrap();
+    assert_eq!(
+        user.user_principal_name, ADELE,
+        "the Entra half was finished"
+    );
     let store = store(&t);
-    assert_eq!(store.recent_runs(1).unwrap()[0].state, RunState::Succeeded);
+    assert_eq!(store.recent_runs(1).unwrap()[0].state, RunState::Running);
     assert!(
         store
             .acquire_lease(
@@ -605,4 +620,15 @@ async fn sigterm_mid_run_lets_the_console_finish_the_run_then_exit_0_with_the_le
             .is_ok(),
         "the Okta app lease was left held"
     );
+    store
+        .release_lease(
+            &format!("okta-app:{}", t.sb.creds.app_id),
+            "the-next-instance",
+        )
+        .unwrap();
+    drop(store);
+    // The next start resumes it from its journal and completes it.
+    let again = Bot::start(&t).finish();
+    assert!(again.iter().any(|l| l.contains("🎉")), "{again:#?}");
+    assert_invariants(&t, ADELE, &again);
 }
