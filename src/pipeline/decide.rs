@@ -5,7 +5,7 @@ mod entra;
 mod okta;
 
 use super::outcome::Verdict;
-use super::steps::{Label, Lane, Resend};
+use super::steps::Label;
 use crate::directory::graph::UserPatch;
 use serde_json::Value;
 
@@ -271,11 +271,6 @@ pub fn decide(shape: &Shape, recs: &[Record]) -> Decision {
     Decision { entra, okta }
 }
 
-/// Whether a label's failures are re-sent at all (reads and markers are simply repeated).
-pub fn resendable(label: Label) -> bool {
-    !matches!(label.spec().resend, Resend::Read) && label.lane() != Lane::None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,6 +297,23 @@ mod tests {
         let mut r = rec(Label::StaleCheck, Verdict::Ok);
         r.result = json!({"change": null});
         r
+    }
+
+    /// Paused, Entra written and verified, Deactivate read off: the unassign may go.
+    fn ready_to_unassign() -> Vec<Record> {
+        let mut pause = rec(Label::Pause, Verdict::Ok);
+        pause.result = json!({"first": true});
+        let mut check = rec(Label::CheckDeactivate, Verdict::Ok);
+        check.result = json!({"deactivate": false});
+        let mut verify = rec(Label::VerifyEntra, Verdict::Ok);
+        verify.result = json!({"seen": "NEW", "lagging": false});
+        vec![
+            fresh(),
+            pause,
+            rec(Label::SetId, Verdict::Ok),
+            verify,
+            check,
+        ]
     }
 
     fn next_entra(s: &Shape, recs: &[Record]) -> Move<EntraEnd> {
@@ -388,21 +400,11 @@ mod tests {
     #[test]
     fn a_refused_assign_is_never_resent_the_saved_profile_goes_back() {
         let s = shape(false, true);
-        let mut pause = rec(Label::Pause, Verdict::Ok);
-        pause.result = json!({"first": true});
-        let mut check = rec(Label::CheckDeactivate, Verdict::Ok);
-        check.result = json!({"deactivate": false});
-        let mut verify = rec(Label::VerifyEntra, Verdict::Ok);
-        verify.result = json!({"seen": "NEW", "lagging": false});
-        let recs = [
-            fresh(),
-            pause,
-            rec(Label::SetId, Verdict::Ok),
-            verify,
-            check,
+        let mut recs = ready_to_unassign();
+        recs.extend([
             rec(Label::Unassign, Verdict::Ok),
             rec(Label::Assign, Verdict::Refused),
-        ];
+        ]);
         match decide(&s, &recs).okta {
             Move::Do(a) => assert_eq!(
                 (a.label, a.op),
@@ -415,20 +417,8 @@ mod tests {
     #[test]
     fn no_unassign_without_a_check_made_after_the_last_restart() {
         let s = shape(false, true);
-        let mut pause = rec(Label::Pause, Verdict::Ok);
-        pause.result = json!({"first": true});
-        let mut check = rec(Label::CheckDeactivate, Verdict::Ok);
-        check.result = json!({"deactivate": false});
-        let mut verify = rec(Label::VerifyEntra, Verdict::Ok);
-        verify.result = json!({"seen": "NEW", "lagging": false});
-        let recs = [
-            fresh(),
-            pause,
-            rec(Label::SetId, Verdict::Ok),
-            verify,
-            check,
-            rec(Label::Restart, Verdict::Ok),
-        ];
+        let mut recs = ready_to_unassign();
+        recs.push(rec(Label::Restart, Verdict::Ok));
         match decide(&s, &recs).okta {
             Move::Do(a) => assert_eq!(a.label, Label::CheckDeactivate),
             other => panic!("{other:?}"),

@@ -356,17 +356,8 @@ async fn interpret(
     };
     if records.is_empty() {
         // What the plan's shape rules out is said at once, in the thread's order.
-        let ruled_out = |k: StepKind| match k {
-            StepKind::UpnToTemporary | StepKind::UpnBack if plan.temporary_upn.is_none() => {
-                Some("managed domain: the UPN does not move")
-            }
-            _ if k.number() >= 5 && !shape.full => {
-                Some("Okta already sends this value through its immutableId mapping")
-            }
-            _ => None,
-        };
         for k in StepKind::ALL {
-            if let Some(why) = ruled_out(k) {
+            if let Some(why) = ruled_out(k, &shape) {
                 exec.skip(k, why);
             }
         }
@@ -428,7 +419,7 @@ async fn interpret(
     // A run stopped before its first write has nothing to list step by step.
     if !matches!(entra, EntraEnd::Stale(_) | EntraEnd::NotReread(_)) {
         let seen = exec.reported.lock().map(|s| s.clone()).unwrap_or_default();
-        exec.skip_unreported(&seen, &|k| skip_reason(k, &entra, &okta, plan));
+        exec.skip_unreported(&seen, &|k| skip_reason(k, &entra, &okta, &shape));
     }
     conclude(ctx, summary, emit)
 }
@@ -481,14 +472,24 @@ fn park(
     summary
 }
 
-fn skip_reason(k: StepKind, entra: &EntraEnd, okta: &OktaDone, plan: &Plan) -> String {
+/// Steps the plan's shape rules out from the start, and why.
+fn ruled_out(k: StepKind, shape: &Shape) -> Option<&'static str> {
     match k {
-        StepKind::UpnToTemporary | StepKind::UpnBack if plan.temporary_upn.is_none() => {
-            "managed domain: the UPN does not move".into()
+        StepKind::UpnToTemporary | StepKind::UpnBack if shape.temporary_upn.is_none() => {
+            Some("managed domain: the UPN does not move")
         }
-        _ if k.number() >= 5 && okta.end == OktaEnd::NotNeeded => {
-            "Okta already sends this value through its immutableId mapping".into()
+        _ if k.number() >= 5 && !shape.full => {
+            Some("Okta already sends this value through its immutableId mapping")
         }
+        _ => None,
+    }
+}
+
+fn skip_reason(k: StepKind, entra: &EntraEnd, okta: &OktaDone, shape: &Shape) -> String {
+    if let Some(why) = ruled_out(k, shape) {
+        return why.into();
+    }
+    match k {
         _ if k.number() >= 5 && !entra.written() => {
             "not started: the Entra half did not complete".into()
         }

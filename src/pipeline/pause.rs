@@ -325,20 +325,8 @@ impl PauseManager {
     /// Sends the pause of a stored window again and reads it back: re-sending an all-off PUT
     /// is idempotent, and a window whose PUT never reached Okta is paused only now.
     async fn reconfirm(&self, run: RunId, snapshot: Value) -> Result<Joined, PauseError> {
-        let off = all_disabled(&snapshot);
-        let label = StepKind::PauseProvisioning.label();
         let put = self
-            .retry_unknown("pausing provisioning again after a restart", || {
-                self.journal.write(
-                    run,
-                    &label,
-                    "okta.put_feature",
-                    self.app(),
-                    &snapshot,
-                    &off,
-                    || self.okta.set_provisioning(&off),
-                )
-            })
+            .put_all_off(run, &snapshot, "pausing provisioning again after a restart")
             .await;
         let result = match put {
             Err(f) => Err(PauseError::Api(f)),
@@ -373,6 +361,29 @@ impl PauseManager {
         }
     }
 
+    /// The journalled all-off PUT, its unknown outcomes re-sent (it is idempotent).
+    async fn put_all_off(
+        &self,
+        run: RunId,
+        snapshot: &Value,
+        what: &str,
+    ) -> Result<crate::directory::Reply<crate::directory::okta::Feature>, ApiFailure> {
+        let off = all_disabled(snapshot);
+        let label = StepKind::PauseProvisioning.label();
+        self.retry_unknown(what, || {
+            self.journal.write(
+                run,
+                &label,
+                "okta.put_feature",
+                self.app(),
+                snapshot,
+                &off,
+                || self.okta.set_provisioning(&off),
+            )
+        })
+        .await
+    }
+
     async fn try_open(&self, run: RunId) -> Opened {
         let snapshot = match self.read_capabilities().await {
             Ok(c) => c,
@@ -389,20 +400,8 @@ impl PauseManager {
         {
             return Opened::NothingWritten(store_err(e));
         }
-        let off = all_disabled(&snapshot);
-        let label = StepKind::PauseProvisioning.label();
         let put = self
-            .retry_unknown("pausing provisioning", || {
-                self.journal.write(
-                    run,
-                    &label,
-                    "okta.put_feature",
-                    self.app(),
-                    &snapshot,
-                    &off,
-                    || self.okta.set_provisioning(&off),
-                )
-            })
+            .put_all_off(run, &snapshot, "pausing provisioning")
             .await;
         // Okta answers the PUT with the feature as stored: that answer is the read-back.
         match put {

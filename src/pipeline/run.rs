@@ -112,14 +112,14 @@ pub(crate) async fn drive(
         let d = decide(&live, records);
         if entra.is_none() {
             match d.entra {
-                Move::Do(a) => entra = Some(Box::pin(exec.act(shape, a, records.clone()))),
+                Move::Do(a) => entra = Some(Box::pin(exec.act(shape, a, drawn(records)))),
                 Move::Done(e) => entra_end = Some(e),
                 Move::Wait => {}
             }
         }
         if okta.is_none() {
             match d.okta {
-                Move::Do(a) => okta = Some(Box::pin(exec.act(shape, a, records.clone()))),
+                Move::Do(a) => okta = Some(Box::pin(exec.act(shape, a, drawn(records)))),
                 Move::Done(o) => okta_end = Some(o),
                 Move::Wait => {}
             }
@@ -203,9 +203,9 @@ impl<'a> Exec<'a> {
         }
     }
 
-    /// Carries out one action, in a `step` span. `seen` is the journal as it stood when the
-    /// action was decided.
-    async fn act(&self, shape: &Shape, a: Action, seen: Vec<Record>) -> Done {
+    /// Carries out one action, in a `step` span. `drawn`: a fresh value was drawn before it
+    /// (its step 2 then completes the repair forward).
+    async fn act(&self, shape: &Shape, a: Action, drawn: bool) -> Done {
         use tracing::Instrument;
         let span = tracing::info_span!(
             "step",
@@ -213,10 +213,10 @@ impl<'a> Exec<'a> {
             label = a.label.code(),
             attempt = a.attempt
         );
-        self.act_in_span(shape, a, seen).instrument(span).await
+        self.act_in_span(shape, a, drawn).instrument(span).await
     }
 
-    async fn act_in_span(&self, shape: &Shape, a: Action, seen: Vec<Record>) -> Done {
+    async fn act_in_span(&self, shape: &Shape, a: Action, drawn: bool) -> Done {
         let lane = a.label.lane();
         if a.attempt > 0 {
             let backoff = self.ctx.policy.compensation_backoff;
@@ -227,7 +227,7 @@ impl<'a> Exec<'a> {
         }
         let t0 = Instant::now();
         let (record, reports) = match a.op.clone() {
-            Op::Patch(patch) => self.patch(shape, &a, patch, &seen, t0).await,
+            Op::Patch(patch) => self.patch(shape, &a, patch, drawn, t0).await,
             Op::VerifyEntra { want } => self.verify_entra(shape, &a, &want, t0).await,
             Op::Pause => self.pause(&a, t0).await,
             Op::CheckDeactivate => self.check_deactivate(&a, t0).await,
@@ -402,6 +402,11 @@ impl<'a> Exec<'a> {
             }
         }
     }
+}
+
+/// Whether a fresh ImmutableID was drawn so far.
+fn drawn(records: &[Record]) -> bool {
+    records.iter().any(|r| r.label == Label::DrawId)
 }
 
 fn verdict_name(v: Verdict) -> &'static str {

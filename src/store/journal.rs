@@ -58,27 +58,8 @@ impl Store {
         error_code: Option<&str>,
         request_id: Option<&str>,
     ) -> anyhow::Result<()> {
-        let now = now_ms();
         let outcome = if ok { "ok" } else { "failed" };
-        self.tx(|c| {
-            c.execute(
-                "UPDATE journal SET outcome = ?1, error_code = ?2, request_id = ?3, outcome_at_ms = ?4
-                 WHERE id = ?5",
-                params![outcome, error_code, request_id, now, entry],
-            )?;
-            let run: Option<String> = c
-                .query_row("SELECT run_id FROM journal WHERE id = ?1", params![entry], |r| r.get(0))
-                .optional()?;
-            audit::append(
-                c,
-                run.as_deref(),
-                "write-outcome",
-                None,
-                &serde_json::json!({"journal": entry, "outcome": outcome, "error_code": error_code,
-                                    "request_id": request_id}),
-            )
-        })?;
-        Ok(())
+        self.journal_verdict(entry, outcome, error_code, request_id, &Value::Null)
     }
 
     pub fn journal(&self, run_id: &str) -> anyhow::Result<Vec<JournalEntry>> {

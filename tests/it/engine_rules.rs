@@ -4,7 +4,7 @@
 //! a crash point, its task dropped, and a new engine opened on the same data directory.
 
 use crate::harness::{calls_of, graph, okta, sandbox_with};
-use crate::pipeline::test_policy;
+use crate::pipeline::{fail, test_policy};
 use o365_fixbot::domain::{Actor, RunState};
 use o365_fixbot::pipeline::steps::Label;
 use o365_fixbot::pipeline::{
@@ -171,16 +171,13 @@ async fn a_refused_step_2_without_a_previous_id_is_not_resent_and_says_where_the
     let rig = rig().await;
     let e = rig.engine(None);
     let p = plan(&e, ADELE).await;
-    rig.sb.inject(Fault {
-        op: "graph.update_user".into(),
-        nth: 2,
-        times: 50,
-        action: FaultAction::Error {
-            status: 403,
-            code: "Authorization_RequestDenied".into(),
-            message: "Insufficient privileges to complete the operation.".into(),
-        },
-    });
+    rig.sb.inject(fail(
+        "graph.update_user",
+        2,
+        50,
+        403,
+        "Authorization_RequestDenied",
+    ));
     assert!(e.mark_approved(p.run).unwrap());
     let s = e.execute(&p, &Reporter::discard()).await;
     // Step 1, step 2 once, the move back once: no re-send of a refusal.
@@ -239,16 +236,8 @@ async fn one_okta_500_on_the_pause_put_does_not_end_the_repair() {
     let rig = rig().await;
     let e = rig.engine(None);
     let p = plan(&e, MEGAN).await;
-    rig.sb.inject(Fault {
-        op: "okta.put_feature".into(),
-        nth: 1,
-        times: 1,
-        action: FaultAction::Error {
-            status: 500,
-            code: "E0000009".into(),
-            message: "Internal Server Error".into(),
-        },
-    });
+    rig.sb
+        .inject(fail("okta.put_feature", 1, 1, 500, "E0000009"));
     assert!(e.mark_approved(p.run).unwrap());
     let s = e.execute(&p, &Reporter::discard()).await;
     assert!(
@@ -377,16 +366,7 @@ async fn the_summary_says_only_what_happened() {
     let e = rig.engine(None);
     // Okta takes neither the new value nor the saved profile: the user may be unassigned.
     let p = plan(&e, MEGAN).await;
-    rig.sb.inject(Fault {
-        op: "okta.assign".into(),
-        nth: 1,
-        times: 2,
-        action: FaultAction::Error {
-            status: 400,
-            code: "E0000001".into(),
-            message: "Api validation failed".into(),
-        },
-    });
+    rig.sb.inject(fail("okta.assign", 1, 2, 400, "E0000001"));
     assert!(e.mark_approved(p.run).unwrap());
     let t0 = std::time::Instant::now();
     let s = e.execute(&p, &Reporter::discard()).await;
@@ -415,16 +395,7 @@ async fn a_definitive_refusal_of_the_assign_is_not_posted_again() {
     let rig = rig().await;
     let e = rig.engine(None);
     let p = plan(&e, MEGAN).await;
-    rig.sb.inject(Fault {
-        op: "okta.assign".into(),
-        nth: 1,
-        times: 1,
-        action: FaultAction::Error {
-            status: 400,
-            code: "E0000001".into(),
-            message: "Api validation failed".into(),
-        },
-    });
+    rig.sb.inject(fail("okta.assign", 1, 1, 400, "E0000001"));
     assert!(e.mark_approved(p.run).unwrap());
     let s = e.execute(&p, &Reporter::discard()).await;
     // The refused new value once, then the saved profile once.

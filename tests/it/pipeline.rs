@@ -153,7 +153,7 @@ fn assert_invariants(env: &Env, plan: &Plan, summary: &RunSummary) {
     );
 }
 
-fn fail(op: &str, nth: u32, times: u32, status: u16, code: &str) -> Fault {
+pub fn fail(op: &str, nth: u32, times: u32, status: u16, code: &str) -> Fault {
     Fault {
         op: op.into(),
         nth,

@@ -17,7 +17,7 @@ impl Exec<'_> {
         shape: &Shape,
         a: &Action,
         patch: crate::directory::graph::UserPatch,
-        seen: &[Record],
+        drawn: bool,
         t0: Instant,
     ) -> (Record, Vec<StepReport>) {
         let intended = serde_json::to_value(&patch).unwrap_or_default();
@@ -54,7 +54,7 @@ impl Exec<'_> {
         let phase = match a.label {
             Label::UndoEntra => Phase::Compensation,
             _ if a.attempt > 0 => Phase::RollForward,
-            Label::SetId if seen.iter().any(|r| r.label == Label::DrawId) => Phase::RollForward,
+            Label::SetId if drawn => Phase::RollForward,
             _ => Phase::Forward,
         };
         let outcome = outcome_of(&record, &answer);

@@ -8,7 +8,7 @@ use crate::pipeline::capabilities::{deactivate_enabled, describe};
 use crate::pipeline::decide::{Action, Record, Shape};
 use crate::pipeline::journal::ApiFailure;
 use crate::pipeline::outcome::{Verdict, OKTA_NOT_FOUND};
-use crate::pipeline::pause::{Left, PauseError};
+use crate::pipeline::pause::Left;
 use crate::pipeline::report::{Phase, StepKind, StepOutcome, StepReport};
 use crate::pipeline::steps::Label;
 use serde_json::{json, Value};
@@ -17,8 +17,6 @@ use std::time::Instant;
 impl Exec<'_> {
     pub(super) async fn pause(&self, a: &Action, t0: Instant) -> (Record, Vec<StepReport>) {
         let app = self.ctx.okta.app_id().to_owned();
-        let joined: std::sync::Mutex<Option<Result<crate::pipeline::pause::Joined, PauseError>>> =
-            std::sync::Mutex::new(None);
         let (mut record, answer) = self
             .write(
                 a,
@@ -26,38 +24,34 @@ impl Exec<'_> {
                 &Value::Null,
                 &json!("paused"),
                 || async {
-                    let r = self.ctx.pause.join(self.run()).await;
                     // What the join did is journalled with it: a restarted run reads it back.
-                    let out = match &r {
+                    match self.ctx.pause.join(self.run()).await {
                         Ok(j) => Ok(Reply {
                             value: json!({"first": j.first, "snapshot": j.snapshot}),
                             request_id: None,
                         }),
-                        Err(e) => Err(pause_failure(e)),
-                    };
-                    *joined.lock().expect("not poisoned") = Some(r);
-                    out
+                        Err(e) => Err(pause_failure(&e)),
+                    }
                 },
                 |v: &Value| v.clone(),
                 &[],
             )
             .await;
-        let joined = joined.into_inner().expect("not poisoned");
-        let (outcome, before, after) = match (&joined, &answer) {
-            (Some(Ok(j)), _) => {
-                let after = if j.first {
-                    format!("paused ({} → all off)", describe(&j.snapshot))
+        let (outcome, before, after) = match &answer {
+            Ok(_) => {
+                let snapshot = record.result.get("snapshot").cloned().unwrap_or_default();
+                let after = if record.result.get("first") == Some(&Value::Bool(true)) {
+                    format!("paused ({} → all off)", describe(&snapshot))
                 } else {
                     "joined the provisioning pause already in place".to_owned()
                 };
-                (StepOutcome::Done, describe(&j.snapshot), after)
+                (StepOutcome::Done, describe(&snapshot), after)
             }
-            (_, Err(f)) => (
+            Err(f) => (
                 failed(f),
                 describe(&self.plan.provisioning_before),
                 "not paused".into(),
             ),
-            _ => (StepOutcome::Done, String::new(), "paused".into()),
         };
         // A join that failed left no holder behind: the manager cleans up its own window.
         if record.verdict == Verdict::Unknown {
@@ -364,7 +358,6 @@ impl Exec<'_> {
 
     pub(super) async fn resume(&self, a: &Action, t0: Instant) -> (Record, Vec<StepReport>) {
         let app = self.ctx.okta.app_id().to_owned();
-        let left: std::sync::Mutex<Option<Result<Left, PauseError>>> = std::sync::Mutex::new(None);
         let (record, answer) = self
             .write(
                 a,
@@ -372,47 +365,50 @@ impl Exec<'_> {
                 &json!("paused"),
                 &json!("left"),
                 || async {
-                    let r = self.ctx.pause.leave(self.run()).await;
                     // How the run left is journalled with it: a restarted run reads it back.
-                    let out = match &r {
+                    match self.ctx.pause.leave(self.run()).await {
                         Ok(l) => Ok(Reply {
                             value: match l {
                                 Left::Restored => json!({"restored": true, "others": 0}),
-                                Left::HeldByOthers(n) | Left::Lingering(n) => {
-                                    json!({"restored": false, "others": n})
+                                Left::HeldByOthers(n) => json!({"restored": false, "others": n}),
+                                Left::Lingering(n) => {
+                                    json!({"restored": false, "others": n, "lingering": true})
                                 }
                             },
                             request_id: None,
                         }),
-                        Err(e) => Err(pause_failure(e)),
-                    };
-                    *left.lock().expect("not poisoned") = Some(r);
-                    out
+                        Err(e) => Err(pause_failure(&e)),
+                    }
                 },
                 |v: &Value| v.clone(),
                 &[],
             )
             .await;
-        let left = left.into_inner().expect("not poisoned");
-        let (outcome, after) = match &left {
-            Some(Ok(Left::Restored)) => (
+        let others = record
+            .result
+            .get("others")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let (outcome, after) = match &answer {
+            Ok(_) if record.result.get("restored") == Some(&Value::Bool(true)) => (
                 StepOutcome::Done,
                 "restored exactly as before (Okta's answer compared with the snapshot)".to_owned(),
             ),
-            Some(Ok(Left::HeldByOthers(n))) => (StepOutcome::Done, format!("left the pause; {n} other run(s) still in it, the last one out restores it")),
-            Some(Ok(Left::Lingering(n))) => (StepOutcome::Done, format!("left the pause; held briefly for {n} run(s) about to join, restored when they finish")),
-            _ => {
-                let why = match &answer {
-                    Err(f) => f.message.clone(),
-                    Ok(_) => "unknown".into(),
-                };
-                (
-                    StepOutcome::NeedsHuman(format!(
-                        "Okta provisioning for the Office 365 app is still PAUSED ({why}); the bot keeps retrying the restore. If it does not recover: PUT /api/v1/apps/{app}/features/USER_PROVISIONING with the snapshot the thread's summary gives"
-                    )),
-                    "restore failed".into(),
-                )
-            }
+            Ok(_) if record.result.get("lingering") == Some(&Value::Bool(true)) => (
+                StepOutcome::Done,
+                format!("left the pause; held briefly for {others} run(s) about to join, restored when they finish"),
+            ),
+            Ok(_) => (
+                StepOutcome::Done,
+                format!("left the pause; {others} other run(s) still in it, the last one out restores it"),
+            ),
+            Err(f) => (
+                StepOutcome::NeedsHuman(format!(
+                    "Okta provisioning for the Office 365 app is still PAUSED ({}); the bot keeps retrying the restore. If it does not recover: PUT /api/v1/apps/{app}/features/USER_PROVISIONING with the snapshot the thread's summary gives",
+                    f.message
+                )),
+                "restore failed".into(),
+            ),
         };
         let report = self.step_report(
             StepKind::ResumeProvisioning,
