@@ -234,8 +234,9 @@ async fn readyz_is_503_from_an_op_9_until_the_next_ready_and_the_gauge_follows()
 async fn sigterm_answers_commands_restarting_brings_the_executing_run_to_a_safe_boundary_and_releases_the_lease(
 ) {
     let fake = FakeDiscord::start().await;
-    // 150 ms per sandbox call: a repair takes seconds, so the signal lands mid-run.
-    let mut bot = Served::start(&fake, 150, 25_000).await;
+    // 1 s per sandbox call: the signal lands mid-run, and the call in flight then (the run
+    // parks only between calls) keeps the gateway up for the commands sent after the signal.
+    let mut bot = Served::start(&fake, 1_000, 25_000).await;
     let ask = fake.slash(
         &alice(),
         CHANNEL,
