@@ -17,6 +17,11 @@
 #![allow(dead_code)]
 
 pub mod openapi;
+pub mod ratelimit;
+#[cfg(test)]
+mod tests;
+
+pub use ratelimit::RateLimits;
 
 use axum::body::Bytes;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
@@ -25,6 +30,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use ratelimit::counts_globally;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -50,6 +56,8 @@ pub const FOREIGN_CHANNEL: u64 = 800_000_000_000_000_020;
 pub const VOICE_CHANNEL: u64 = 800_000_000_000_000_012;
 /// The guild's owner (not the bot).
 pub const OWNER_ID: u64 = 1_000;
+/// Every channel that exists besides threads.
+const KNOWN_CHANNELS: [u64; 4] = [CHANNEL, OTHER_CHANNEL, VOICE_CHANNEL, FOREIGN_CHANNEL];
 
 /// Permission bits, as Discord numbers them.
 pub mod perm {
@@ -167,7 +175,24 @@ pub struct Msg {
     pub allowed_mentions: Option<Value>,
     /// Who this message would notify, by Discord's rules for `allowed_mentions`.
     pub pings: Vec<String>,
+    /// The message this one replies to (`message_reference`).
+    pub reply_to: Option<u64>,
+    /// The `nonce` it was created with, echoed back as Discord does.
+    pub nonce: Option<Value>,
 }
+
+/// A thread started from a message (its id is that message's id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thread {
+    pub parent: u64,
+    pub name: String,
+    pub archived: bool,
+    pub locked: bool,
+    pub deleted: bool,
+}
+
+/// How long Discord remembers a nonce for `enforce_nonce`.
+pub const NONCE_WINDOW: Duration = Duration::from_secs(300);
 
 /// One interaction and how the bot answered it.
 #[derive(Debug, Clone, Default)]
@@ -202,8 +227,7 @@ pub struct World {
     pub messages: BTreeMap<u64, Msg>,
     /// Message ids in the order they were created.
     pub order: Vec<u64>,
-    /// Thread id → (parent channel, name).
-    pub threads: HashMap<u64, (u64, String)>,
+    pub threads: HashMap<u64, Thread>,
     /// (message, emoji, user) for every reaction added.
     pub reactions: Vec<(u64, String, u64)>,
     pub interactions: HashMap<u64, Interaction>,
@@ -223,6 +247,16 @@ pub struct World {
     /// An Identify received while `hold_ready`: its connection, answered on release.
     held_identify: Option<mpsc::UnboundedSender<GwCmd>>,
     pub guild: GuildModel,
+    pub limits: RateLimits,
+    /// Every 429 given: (route template, channel, or 0 for the global limit).
+    pub rate_limited: Vec<(String, u64)>,
+    /// Creates answered with an earlier message because of `enforce_nonce`.
+    pub nonce_hits: usize,
+    /// While set, starting a thread is refused (403 Missing Permissions).
+    pub refuse_threads: bool,
+    rate: ratelimit::RateState,
+    /// (channel, nonce as JSON) → (message, when created), for `enforce_nonce`.
+    nonces: HashMap<(u64, String), (u64, Instant)>,
     /// Open gateway connection: dispatches go here.
     gateway: Option<mpsc::UnboundedSender<GwCmd>>,
     seq: u64,
@@ -357,8 +391,9 @@ impl FakeDiscord {
                             .map(|m| format!("[{}] {}", m.channel, m.content))
                             .collect();
                         format!(
-                            "requests: {reqs:#?}\nmessages: {msgs:#?}\nviolations: {:#?}",
-                            w.violations
+                            "requests: {reqs:#?}\nmessages: {msgs:#?}\nviolations: {:#?}\n\
+                             rate limited: {:#?}",
+                            w.violations, w.rate_limited
                         )
                     });
                     panic!("timed out after {limit:?} waiting for {what}\n{log}");
@@ -558,6 +593,65 @@ impl FakeDiscord {
     pub fn violations(&self) -> Vec<String> {
         self.world(|w| w.violations.clone())
     }
+
+    /// Changes one thread; panics if there is no thread with that id.
+    fn thread_mut(&self, id: u64, f: impl FnOnce(&mut Thread)) {
+        self.world_mut(|w| f(w.threads.get_mut(&id).expect("a thread with that id")));
+    }
+
+    /// Archives a thread, as Discord does after its auto-archive duration.
+    pub fn archive_thread(&self, id: u64) {
+        self.thread_mut(id, |t| t.archived = true);
+    }
+
+    /// Locks a thread (a locked thread is archived too): only moderators could reopen it.
+    pub fn lock_thread(&self, id: u64) {
+        self.thread_mut(id, |t| {
+            t.locked = true;
+            t.archived = true;
+        });
+    }
+
+    /// Deletes a thread: every route on it answers 404 Unknown Channel from now on.
+    pub fn delete_thread(&self, id: u64) {
+        self.thread_mut(id, |t| t.deleted = true);
+    }
+
+    /// REST requests received, without the gateway URL lookups.
+    pub fn rest_count(&self) -> usize {
+        self.world(|w| {
+            w.requests
+                .iter()
+                .filter(|r| !r.template.starts_with("/gateway"))
+                .count()
+        })
+    }
+
+    /// 429s given so far.
+    pub fn rate_limited_count(&self) -> usize {
+        self.world(|w| w.rate_limited.len())
+    }
+
+    /// Requests whose path names `id`: for a plan message, everything on it and on its thread
+    /// (the thread's id is the message's).
+    pub fn requests_touching(&self, id: u64) -> usize {
+        let id = id.to_string();
+        self.world(|w| w.requests.iter().filter(|r| r.path.contains(&id)).count())
+    }
+
+    /// Callback and webhook requests made for one interaction (found by its token).
+    pub fn interaction_requests(&self, interaction: u64) -> usize {
+        self.world(|w| {
+            let needle = w
+                .interactions
+                .get(&interaction)
+                .map_or_else(|| interaction.to_string(), |i| i.token.clone());
+            w.requests
+                .iter()
+                .filter(|r| !counts_globally(&r.template) && r.path.contains(&needle))
+                .count()
+        })
+    }
 }
 
 fn reaction_json(who: &Person, channel: u64, message: u64, emoji: &str) -> Value {
@@ -674,13 +768,86 @@ fn discord_error(status: StatusCode, code: u64, message: &str) -> Response {
 }
 
 fn message_json(m: &Msg, author: &Value) -> Value {
-    json!({
+    let mut out = json!({
         "id": m.id.to_string(), "channel_id": m.channel.to_string(), "author": author,
         "content": m.content, "timestamp": "2025-01-01T00:00:00.000000+00:00",
         "edited_timestamp": null, "tts": false, "mention_everyone": false, "mentions": [],
         "mention_roles": [], "attachments": [], "embeds": [], "pinned": false, "type": 0,
         "flags": 0, "components": []
+    });
+    if let Some(nonce) = &m.nonce {
+        out["nonce"] = nonce.clone();
+    }
+    if let Some(to) = m.reply_to {
+        out["type"] = json!(19);
+        out["message_reference"] = json!({"type": 0, "message_id": to.to_string(),
+            "channel_id": m.channel.to_string(), "guild_id": GUILD.to_string()});
+    }
+    out
+}
+
+fn content_ok(w: &mut World, content: &str, what: &str) {
+    // The docs (which win over the spec's 4,000) limit content to 2,000 characters.
+    let n = content.chars().count();
+    if n > 2000 {
+        w.violations
+            .push(format!("{what}: content of {n} characters"));
+    }
+}
+
+/// Discord's 400 for a body that breaks a documented constraint.
+fn invalid_form_body(field: &str, code: &str, message: &str) -> Response {
+    let errors = json!({field: {"_errors": [{"code": code, "message": message}]}});
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({"code": 50035, "message": "Invalid Form Body", "errors": errors})),
+    )
+        .into_response()
+}
+
+/// A message create whose string nonce is over 25 characters gets Discord's 400 (not the 404
+/// given to requests the spec rejects), so a client sees what it would see live: (violation,
+/// answer).
+fn long_nonce(method: &Method, path: &str, body: Option<&Value>) -> Option<(String, Response)> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let create = method == Method::POST && matches!(segs[..], ["channels", _, "messages"]);
+    let len = body?.get("nonce")?.as_str()?.chars().count();
+    (create && len > 25).then(|| {
+        (
+            format!("message nonce of {len} characters (at most 25)"),
+            invalid_form_body(
+                "nonce",
+                "BASE_TYPE_MAX_LENGTH",
+                "Must be 25 or fewer in length.",
+            ),
+        )
     })
+}
+
+fn thread_json(id: u64, t: &Thread) -> Value {
+    json!({
+        "id": id.to_string(), "type": 11, "guild_id": GUILD.to_string(), "name": t.name,
+        "parent_id": t.parent.to_string(), "owner_id": BOT_ID.to_string(),
+        "last_message_id": null, "rate_limit_per_user": 0, "flags": 0,
+        "message_count": 0, "member_count": 1, "total_message_sent": 0,
+        "thread_metadata": {"archived": t.archived, "auto_archive_duration": 1440,
+            "archive_timestamp": "2025-01-01T00:00:00.000000+00:00", "locked": t.locked}
+    })
+}
+
+/// Refuses a request on a deleted thread (404), or one that writes into an archived or locked
+/// thread (400 50083), as Discord does.
+fn thread_gate(w: &World, channel: u64, writes: bool) -> Option<Response> {
+    let t = w.threads.get(&channel)?;
+    if t.deleted {
+        return Some(discord_error(
+            StatusCode::NOT_FOUND,
+            10003,
+            "Unknown Channel",
+        ));
+    }
+    (writes && (t.archived || t.locked))
+        .then(|| discord_error(StatusCode::BAD_REQUEST, 50083, "Thread is archived"))
 }
 
 /// Who a message notifies: Discord's `allowed_mentions` rules over the content's mentions.
@@ -782,6 +949,11 @@ async fn rest(State(sh): State<Arc<Shared>>, req: Request) -> Response {
             }
         }
     };
+    if let Some(refused) = long_nonce(&method, &decoded, json_body.as_ref()) {
+        sh.world.lock().unwrap().violations.push(refused.0);
+        sh.changed();
+        return refused.1;
+    }
     let matched = match sh
         .spec
         .check(method.as_str(), &decoded, &query, json_body.as_ref())
@@ -797,8 +969,7 @@ async fn rest(State(sh): State<Arc<Shared>>, req: Request) -> Response {
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let needs_bot = !matched.template.starts_with("/interactions/")
-        && !matched.template.starts_with("/webhooks/");
+    let needs_bot = counts_globally(&matched.template);
     let now = Instant::now();
     let response = {
         let mut w = sh.world.lock().unwrap();
@@ -825,16 +996,24 @@ async fn rest(State(sh): State<Arc<Shared>>, req: Request) -> Response {
                     .map(|(_, v)| v.clone())
                     .unwrap_or_default()
             };
-            handle(
-                &sh,
-                &mut w,
-                &method,
-                &matched.template,
-                &p,
-                &query,
-                json_body,
-                now,
-            )
+            let channel: u64 = p("channel_id").parse().unwrap_or(0);
+            match ratelimit::admit(&mut w, method.as_str(), &matched.template, channel, now) {
+                Err(refused) => *refused,
+                Ok(limit_headers) => {
+                    let mut answer = handle(
+                        &sh,
+                        &mut w,
+                        &method,
+                        &matched.template,
+                        &p,
+                        &query,
+                        json_body,
+                        now,
+                    );
+                    answer.headers_mut().extend(limit_headers);
+                    answer
+                }
+            }
         }
     };
     sh.changed();
@@ -854,15 +1033,19 @@ fn handle(
 ) -> Response {
     let bot = bot_person().user_json();
     let body = body.unwrap_or(Value::Null);
-    let content_ok = |w: &mut World, content: &str, what: &str| {
-        // The docs (which win over the spec's 4,000) limit content to 2,000 characters.
-        if content.chars().count() > 2000 {
-            w.violations.push(format!(
-                "{what}: content of {} characters",
-                content.chars().count()
-            ));
-        }
-    };
+    let channel: u64 = p("channel_id").parse().unwrap_or(0);
+    let writes = matches!(
+        (method.as_str(), template),
+        ("POST", "/channels/{channel_id}/messages")
+            | ("PATCH", "/channels/{channel_id}/messages/{message_id}")
+            | (
+                "PUT",
+                "/channels/{channel_id}/messages/{message_id}/reactions/{emoji_name}/@me"
+            )
+    );
+    if let Some(refused) = thread_gate(w, channel, writes) {
+        return refused;
+    }
     match (method.as_str(), template) {
         ("GET", "/gateway") => {
             axum::Json(json!({"url": format!("ws://{}/gateway", sh.addr)})).into_response()
@@ -930,7 +1113,8 @@ fn handle(
             let Some(i) = w.interactions.values_mut().find(|i| i.token == token) else {
                 return discord_error(StatusCode::NOT_FOUND, 10015, "Unknown Webhook");
             };
-            if i.response.map(|r| r.0) != Some(5) {
+            // The original exists once answered with a message (4) or a deferral (5).
+            if !matches!(i.response, Some((4 | 5, _))) {
                 return discord_error(StatusCode::NOT_FOUND, 10008, "Unknown Message");
             }
             let text = body["content"].as_str().unwrap_or("").to_owned();
@@ -952,37 +1136,12 @@ fn handle(
                 versions: vec![],
                 allowed_mentions: None,
                 pings: vec![],
+                reply_to: None,
+                nonce: None,
             };
             axum::Json(message_json(&m, &bot)).into_response()
         }
-        ("POST", "/channels/{channel_id}/messages") => {
-            let channel: u64 = p("channel_id").parse().unwrap_or(0);
-            let known =
-                channel == CHANNEL || channel == OTHER_CHANNEL || w.threads.contains_key(&channel);
-            if !known {
-                return discord_error(StatusCode::NOT_FOUND, 10003, "Unknown Channel");
-            }
-            let content = body["content"].as_str().unwrap_or("").to_owned();
-            content_ok(w, &content, "message");
-            let allowed = body.get("allowed_mentions").cloned();
-            if allowed.is_none() {
-                w.violations
-                    .push(format!("message without allowed_mentions: {content:.60}"));
-            }
-            let id = sh.snowflake();
-            let m = Msg {
-                id,
-                channel,
-                pings: pings(&content, allowed.as_ref()),
-                versions: vec![content.clone()],
-                content,
-                allowed_mentions: allowed,
-            };
-            let out = message_json(&m, &bot);
-            w.messages.insert(id, m);
-            w.order.push(id);
-            axum::Json(out).into_response()
-        }
+        ("POST", "/channels/{channel_id}/messages") => create_message(sh, w, channel, &body, now),
         ("PATCH", "/channels/{channel_id}/messages/{message_id}") => {
             let id: u64 = p("message_id").parse().unwrap_or(0);
             let channel: u64 = p("channel_id").parse().unwrap_or(0);
@@ -1028,6 +1187,9 @@ fn handle(
             if w.messages.get(&id).is_none_or(|m| m.channel != channel) {
                 return discord_error(StatusCode::NOT_FOUND, 10008, "Unknown Message");
             }
+            if w.refuse_threads {
+                return discord_error(StatusCode::FORBIDDEN, 50013, "Missing Permissions");
+            }
             if w.threads.contains_key(&id) {
                 return discord_error(
                     StatusCode::BAD_REQUEST,
@@ -1035,18 +1197,24 @@ fn handle(
                     "A thread has already been created for this message",
                 );
             }
-            let name = body["name"].as_str().unwrap_or("").to_owned();
-            let archive = body["auto_archive_duration"].as_u64().unwrap_or(1440);
-            w.threads.insert(id, (channel, name.clone()));
-            axum::Json(json!({
-                "id": id.to_string(), "type": 11, "guild_id": GUILD.to_string(), "name": name,
-                "parent_id": channel.to_string(), "owner_id": BOT_ID.to_string(),
-                "last_message_id": null, "rate_limit_per_user": 0, "flags": 0,
-                "message_count": 0, "member_count": 1, "total_message_sent": 0,
-                "thread_metadata": {"archived": false, "auto_archive_duration": archive,
-                    "archive_timestamp": "2025-01-01T00:00:00.000000+00:00", "locked": false}
-            }))
-            .into_response()
+            let thread = Thread {
+                parent: channel,
+                name: body["name"].as_str().unwrap_or("").to_owned(),
+                archived: false,
+                locked: false,
+                deleted: false,
+            };
+            let mut out = thread_json(id, &thread);
+            out["thread_metadata"]["auto_archive_duration"] =
+                json!(body["auto_archive_duration"].as_u64().unwrap_or(1440));
+            w.threads.insert(id, thread);
+            axum::Json(out).into_response()
+        }
+        ("PATCH", "/channels/{channel_id}") if w.threads.contains_key(&channel) => {
+            edit_thread(w, channel, &body)
+        }
+        ("PATCH", "/channels/{channel_id}") if !KNOWN_CHANNELS.contains(&channel) => {
+            discord_error(StatusCode::NOT_FOUND, 10003, "Unknown Channel")
         }
         ("GET", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji_name}") => {
             let id: u64 = p("message_id").parse().unwrap_or(0);
@@ -1124,7 +1292,10 @@ fn handle(
             .into_response()
         }
         ("GET", "/channels/{channel_id}") => {
-            let id: u64 = p("channel_id").parse().unwrap_or(0);
+            let id = channel;
+            if let Some(t) = w.threads.get(&id) {
+                return axum::Json(thread_json(id, t)).into_response();
+            }
             let (guild, kind, name) = match id {
                 CHANNEL => (GUILD, 0, "identity-ops"),
                 OTHER_CHANNEL => (GUILD, 0, "general"),
@@ -1147,4 +1318,124 @@ fn handle(
             discord_error(StatusCode::FORBIDDEN, 50001, "Missing Access")
         }
     }
+}
+
+/// `POST /channels/{c}/messages`: checks the channel, the nonce and the reply, then creates.
+fn create_message(
+    sh: &Shared,
+    w: &mut World,
+    channel: u64,
+    body: &Value,
+    now: Instant,
+) -> Response {
+    let known = channel == CHANNEL || channel == OTHER_CHANNEL || w.threads.contains_key(&channel);
+    if !known {
+        return discord_error(StatusCode::NOT_FOUND, 10003, "Unknown Channel");
+    }
+    let content = body["content"].as_str().unwrap_or("").to_owned();
+    let nonce = body.get("nonce").filter(|n| !n.is_null()).cloned();
+    let enforced = nonce.is_some() && body["enforce_nonce"] == json!(true);
+    let key = nonce.as_ref().map(|n| (channel, n.to_string()));
+    if let Some(earlier) = key
+        .as_ref()
+        .filter(|_| enforced)
+        .and_then(|k| w.nonces.get(k))
+    {
+        if now < earlier.1 + NONCE_WINDOW {
+            if let Some(m) = w.messages.get(&earlier.0).cloned() {
+                w.nonce_hits += 1;
+                return axum::Json(message_json(&m, &bot_person().user_json())).into_response();
+            }
+        }
+    }
+    let reply_to = match reply_target(w, channel, body) {
+        Ok(r) => r,
+        Err(refused) => return refused.into_response(),
+    };
+    if !enforced {
+        w.violations.push(format!(
+            "message created without nonce + enforce_nonce: {content:.60}"
+        ));
+    }
+    content_ok(w, &content, "message");
+    let allowed = body.get("allowed_mentions").cloned();
+    if allowed.is_none() {
+        w.violations
+            .push(format!("message without allowed_mentions: {content:.60}"));
+    }
+    let id = sh.snowflake();
+    if let Some(k) = key.filter(|_| enforced) {
+        w.nonces.insert(k, (id, now));
+    }
+    let m = Msg {
+        id,
+        channel,
+        pings: pings(&content, allowed.as_ref()),
+        versions: vec![content.clone()],
+        content,
+        allowed_mentions: allowed,
+        reply_to,
+        nonce,
+    };
+    let out = message_json(&m, &bot_person().user_json());
+    w.messages.insert(id, m);
+    w.order.push(id);
+    axum::Json(out).into_response()
+}
+
+/// The message a create replies to. A reference to a message that is not in the referenced
+/// channel fails the create unless `fail_if_not_exists` is false (then it is a plain message).
+fn reply_target(w: &World, channel: u64, body: &Value) -> Result<Option<u64>, UnknownReference> {
+    let Some(r) = body.get("message_reference").filter(|r| !r.is_null()) else {
+        return Ok(None);
+    };
+    let id: u64 = r["message_id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let in_channel: u64 = r["channel_id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(channel);
+    if w.messages.get(&id).is_some_and(|m| m.channel == in_channel) {
+        return Ok(Some(id));
+    }
+    if r["fail_if_not_exists"] == json!(false) {
+        return Ok(None);
+    }
+    Err(UnknownReference)
+}
+
+/// A reply to a message that is not there.
+struct UnknownReference;
+
+impl IntoResponse for UnknownReference {
+    fn into_response(self) -> Response {
+        invalid_form_body(
+            "message_reference",
+            "MESSAGE_REFERENCE_UNKNOWN_MESSAGE",
+            "Unknown message",
+        )
+    }
+}
+
+/// `PATCH /channels/{thread}`: the bot may reopen (or close) its own thread unless a moderator
+/// locked it; other changes are none of its business.
+fn edit_thread(w: &mut World, id: u64, body: &Value) -> Response {
+    let others: Vec<&String> = body
+        .as_object()
+        .map(|o| o.keys().filter(|k| *k != "archived").collect())
+        .unwrap_or_default();
+    if !others.is_empty() {
+        let v = format!("PATCH thread {id} with fields {others:?}: the bot only (un)archives");
+        w.violations.push(v);
+    }
+    let t = w.threads.get_mut(&id).expect("checked by the caller");
+    if let Some(archived) = body["archived"].as_bool() {
+        if t.locked {
+            return discord_error(StatusCode::FORBIDDEN, 50013, "Missing Permissions");
+        }
+        t.archived = archived;
+    }
+    axum::Json(thread_json(id, t)).into_response()
 }
