@@ -258,6 +258,7 @@ async fn serve(
         s = signals.recv() => s,
     };
     let grace = config.ops.shutdown_grace;
+    let signalled = std::time::Instant::now();
     tracing::warn!(
         signal,
         grace_ms = grace.as_millis() as u64,
@@ -283,6 +284,18 @@ async fn serve(
         tracing::error!(
             runs = ?left,
             "STOPPING WITH RUNS STILL EXECUTING after the shutdown grace; the next start settles them from their journal (recovery) — check `/fix-status` then"
+        );
+    }
+    // What the runs said is delivered as far as the grace allows (at least 2 s, which the
+    // 30 s stop timeout the README asks for leaves); the rest is sent by the next start.
+    let rest = grace
+        .saturating_sub(signalled.elapsed())
+        .max(std::time::Duration::from_secs(2));
+    let owed = handle.flush_chat(rest).await;
+    if owed > 0 {
+        tracing::warn!(
+            owed,
+            "chat messages not yet delivered; the next start sends them, once"
         );
     }
     // serenity waits up to 5 s per shard for a clean close; the process is leaving either way.

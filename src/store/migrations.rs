@@ -90,6 +90,38 @@ CREATE TABLE leases (
 ALTER TABLE journal ADD COLUMN result_json TEXT;
 ALTER TABLE provisioning_pause ADD COLUMN restoring_since_ms INTEGER;
 "#,
+    // The chat outbox: everything the bot says in a channel or thread, kept until Discord has
+    // it. A row is one message: posted once (with its nonce), then edited to each later
+    // revision; `format` versions the row so a later release can read what this one left.
+    r#"
+CREATE TABLE outbox (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    format          INTEGER NOT NULL,
+    key             TEXT NOT NULL UNIQUE,
+    run_id          TEXT,
+    channel_id      TEXT NOT NULL,
+    fallback_json   TEXT,
+    reply_to        TEXT,
+    content         TEXT NOT NULL,
+    pings_json      TEXT NOT NULL,
+    nonce           TEXT NOT NULL,
+    revision        INTEGER NOT NULL,
+    sent_revision   INTEGER NOT NULL DEFAULT 0,
+    message_id      TEXT,
+    state           TEXT NOT NULL,
+    due_at_ms       INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    created_at_ms   INTEGER NOT NULL,
+    updated_at_ms   INTEGER NOT NULL
+);
+CREATE INDEX outbox_pending ON outbox(state, channel_id, id);
+CREATE TABLE chat_unavailable (
+    channel_id      TEXT PRIMARY KEY,
+    why             TEXT NOT NULL,
+    at_ms           INTEGER NOT NULL
+);
+"#,
 ];
 
 /// The schema as the first release created it, for upgrade tests.

@@ -8,6 +8,7 @@ mod audit;
 mod journal;
 mod leases;
 mod migrations;
+mod outbox;
 mod pause;
 mod profiles;
 mod runs;
@@ -22,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use journal::StepRow;
+pub use outbox::{Announcer, Fallback, Finished, NewMessage, OutboxRow, Put};
 
 pub use anchor::{AuditHead, BadHead, HeadFileError, VerifyError, HEAD_FILE, SHORT_HASH_HEX};
 pub use audit::{AuditRecord, Verification};
@@ -43,6 +45,8 @@ pub struct Store {
     anchor: Arc<Mutex<anchor::Anchor>>,
     /// Held for the life of the process: one instance per data directory.
     _instance: Option<Arc<std::fs::File>>,
+    /// What the chat front end says when a run's outcome is recorded (same transaction).
+    announcer: Arc<std::sync::OnceLock<Announcer>>,
 }
 
 /// A vote as recorded.
@@ -174,11 +178,18 @@ impl Store {
             path: path.to_owned(),
             anchor: Arc::new(Mutex::new(anchor)),
             _instance: None,
+            announcer: Arc::default(),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Sets what the chat front end queues when a run's outcome is recorded; the first call
+    /// wins (one front end per process).
+    pub fn set_announcer(&self, announcer: Announcer) {
+        let _ = self.announcer.set(announcer);
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> anyhow::Result<T> {

@@ -99,7 +99,11 @@ impl Store {
                 "UPDATE runs SET state = ?1, summary_json = ?2, updated_at_ms = ?3 WHERE id = ?4",
                 params![state.as_str(), summary.to_string(), now, id],
             )?;
-            audit::append(c, Some(id), "outcome", None, summary)
+            audit::append(c, Some(id), "outcome", None, summary)?;
+            match self.announcer.get() {
+                Some(a) => super::outbox::announce(c, a, id, summary),
+                None => Ok(()),
+            }
         })?;
         Ok(())
     }

@@ -10,6 +10,7 @@
 //! runs up again (see [`Bot::on_ready`]).
 
 use super::limits::{Limits, OpenRun};
+use super::outbox::Outbox;
 use super::place::Place;
 use super::reactions::Identities;
 use crate::approval::{ApprovalPolicy, PendingApproval};
@@ -43,6 +44,8 @@ pub struct Bot {
     pub(super) started: watch::Sender<bool>,
     /// Shutting down (no new commands or executions), and the executions a shutdown waits for.
     pub(super) lifecycle: Lifecycle,
+    /// Everything said in a channel or thread goes through here.
+    pub(super) outbox: Outbox,
     seen: std::sync::Mutex<Seen>,
 }
 
@@ -83,6 +86,9 @@ pub(super) struct SlotState {
     pub(super) open: bool,
     pub(super) timer: Option<AbortHandle>,
     pub(super) permit: Option<OpenRun>,
+    /// Reactions that did not count, said in one message edited as more come (a flood of
+    /// reactions must not become a flood of posts under Discord's per-channel limit).
+    pub(super) ignored: Vec<String>,
 }
 
 impl Slot {
@@ -92,7 +98,12 @@ impl Slot {
 }
 
 impl Bot {
-    pub fn new(engine: Engine, policy: ApprovalPolicy, settings: DiscordSettings) -> Self {
+    pub fn new(
+        engine: Engine,
+        policy: ApprovalPolicy,
+        settings: DiscordSettings,
+        outbox: Outbox,
+    ) -> Self {
         let limits = Limits::new(
             settings.commands_per_minute,
             settings.command_burst,
@@ -109,6 +120,7 @@ impl Bot {
             first_ready: AtomicBool::new(false),
             started: watch::channel(false).0,
             lifecycle: Lifecycle::default(),
+            outbox,
             seen: std::sync::Mutex::new(Seen::default()),
         }
     }
@@ -139,6 +151,20 @@ impl Bot {
     /// runs still executing then.
     pub async fn wait_idle(&self, grace: std::time::Duration) -> Vec<String> {
         self.lifecycle.wait_idle(grace).await
+    }
+
+    /// Waits, at most `grace`, until Discord has every message owed; returns how many are left.
+    pub async fn flush_chat(&self, grace: std::time::Duration) -> u64 {
+        self.outbox.flush(grace).await
+    }
+
+    /// Requests sent through the bot's own REST client, and the 429s among their answers.
+    pub fn rest_counts(&self) -> (u64, u64) {
+        let s = self.outbox.rest().stats();
+        (
+            s.requests.load(std::sync::atomic::Ordering::Relaxed),
+            s.rate_limited.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// The bot as an actor in the audit log (expiry).

@@ -8,18 +8,17 @@ use super::place::Place;
 use super::post::Poster;
 use super::reactions::{self, REJECT};
 use super::relay::compose;
+use super::rest::{code as rest_code, Post, RestError};
 use super::status::short_id;
 use crate::approval::PendingApproval;
 use crate::chat::render::{plan_message, sanitize, PlanState};
+use crate::domain::RunId;
 use crate::domain::{Actor, RunState};
 use crate::pipeline::{PlanError, RepairRequest};
-use crate::store::now_ms;
-use serenity::all::{ChannelId, CommandInteraction, GuildId, UserId};
+use crate::store::{now_ms, NewMessage, Put};
+use serenity::all::{ChannelId, CommandInteraction, GuildId, MessageId, UserId};
 use std::sync::Arc;
 use tokio::sync::Mutex;
-
-/// Discord's error code for "A thread has already been created for this message".
-const THREAD_ALREADY_CREATED: isize = 160004;
 
 /// The answer to every command while the process shuts down (SIGTERM/SIGINT).
 pub(super) const RESTARTING: &str =
@@ -191,7 +190,13 @@ impl Bot {
             let text = self.cap_message();
             return self.reply(poster, cmd, &text).await;
         };
-        if let Err(e) = poster.defer_ephemeral(cmd).await {
+        // Answered at once (one request, private to the person): the reply is edited only if
+        // the plan cannot be posted, so a repair costs no second interaction request.
+        let ack = format!(
+            "🔎 reading Entra and Okta for {}; the plan will be posted in this channel for a second person's approval (or the reason it cannot be, here).",
+            req.upn
+        );
+        if let Err(e) = poster.reply_ephemeral(cmd, &ack).await {
             tracing::warn!(error = %super::post::describe(&e), "could not acknowledge /fix-immutable-id; not planning");
             return;
         }
@@ -233,16 +238,15 @@ impl Bot {
                 need: self.policy.approvals_required,
             },
         );
-        let message = match poster.send(cmd.channel_id, &first, &[]).await {
+        let message = match self.post_plan(cmd.channel_id, plan.run, &first).await {
             Ok(m) => m,
             Err(e) => {
-                let why = super::post::describe(&e);
                 let _ = self.engine.close_unexecuted_by(
                     plan.run,
                     RunState::Cancelled,
                     &self.system_actor(),
                 );
-                let text = format!("⚠ could not post the plan in this channel ({why}); nothing was changed. Check the bot's permissions (Send Messages, Add Reactions, Create Public Threads).");
+                let text = format!("⚠ could not post the plan in this channel ({e}); nothing was changed. Check the bot's permissions (Send Messages, Add Reactions, Create Public Threads).");
                 return self.edit_reply(poster, cmd, &text).await;
             }
         };
@@ -264,6 +268,7 @@ impl Bot {
                 open: true,
                 timer: None,
                 permit: Some(permit),
+                ignored: Vec::new(),
             }),
             plan,
         });
@@ -271,14 +276,14 @@ impl Bot {
         // exists waits here instead of finding no thread.
         let mut st = slot.state.lock().await;
         self.pending.insert(message.get(), Arc::clone(&slot));
-        if let Err(e) = self.set_up(poster, &slot).await {
-            let why = super::post::describe(&e);
+        if let Err(e) = self.set_up(&slot).await {
             self.close(&slot, &mut st, true);
             let _ = self.engine.close_unexecuted_by(
                 slot.run(),
                 RunState::Cancelled,
                 &self.system_actor(),
             );
+            let why = e.to_string();
             self.edit_message(
                 poster,
                 &place,
@@ -290,44 +295,87 @@ impl Bot {
         }
         self.save_place(&place, true);
         st.timer = Some(self.start_timer(poster, &slot, expires_ms));
-        drop(st);
-        let link = format!(
-            "https://discord.com/channels/{}/{}/{}",
-            guild.get(),
-            place.channel.get(),
-            message.get()
-        );
-        let text = format!(
-            "📝 plan posted for {} (run `{}`): {link}\nAn approver reacts ✅ on it (❌ rejects); it expires <t:{expires_unix}:R>. Steps will be posted in its thread.",
-            slot.plan.upn,
-            slot.run().short()
-        );
-        self.edit_reply(poster, cmd, &text).await;
+    }
+
+    /// Posts the plan message itself (its id is needed at once) and records it in the outbox,
+    /// so its later states are edits of it.
+    async fn post_plan(
+        &self,
+        channel: ChannelId,
+        run: RunId,
+        text: &str,
+    ) -> Result<MessageId, RestError> {
+        let key = super::relay::plan_key(run);
+        let nonce = uuid::Uuid::new_v4().simple().to_string()[..24].to_owned();
+        let post = Post {
+            content: &super::post::fit(text),
+            pings: &[],
+            nonce: &nonce,
+            reply_to: None,
+        };
+        let id = self
+            .outbox
+            .rest()
+            .create_message(channel.get(), &post)
+            .await?;
+        if let Err(e) = self.outbox.store().outbox_put_sent(
+            &key,
+            Some(&run.to_string()),
+            channel.get(),
+            text,
+            id,
+        ) {
+            tracing::error!(run = %run, error = %format!("{e:#}"), "could not record the plan message in the outbox");
+        }
+        Ok(MessageId::new(id))
     }
 
     /// Seeds ✅ and ❌ on the plan message and starts its thread (idempotent on Discord's side
-    /// for the reactions; the thread is created once).
-    pub(super) async fn set_up(&self, poster: &Poster, slot: &Slot) -> serenity::Result<()> {
+    /// for the reactions; the thread is created once). A thread Discord will not create is not
+    /// fatal: the run's messages then go to the channel as replies to the plan message.
+    pub(super) async fn set_up(&self, slot: &Slot) -> Result<(), RestError> {
         let p = &slot.place;
-        poster
-            .react(p.channel, p.message, reactions::APPROVE)
+        let rest = self.outbox.rest();
+        rest.react(p.channel.get(), p.message.get(), reactions::APPROVE)
             .await?;
-        poster.react(p.channel, p.message, REJECT).await?;
+        rest.react(p.channel.get(), p.message.get(), REJECT).await?;
         let name = format!("fix {} · {}", slot.plan.upn, slot.run().short());
-        match poster
-            .thread(
-                p.channel,
-                p.message,
+        match rest
+            .start_thread(
+                p.channel.get(),
+                p.message.get(),
                 &name,
                 self.settings.thread_auto_archive_minutes,
             )
             .await
         {
-            Ok(_) => Ok(()),
             // Created before (by a process that died before recording it): it is there.
-            Err(serenity::Error::Http(serenity::all::HttpError::UnsuccessfulRequest(r)))
-                if r.error.code == THREAD_ALREADY_CREATED =>
-            {
+            Ok(_) => Ok(()),
+            Err(RestError::Refused {
+                code: rest_code::THREAD_ALREADY_CREATED,
+                ..
+            }) => Ok(()),
+            Err(e @ RestError::Refused { .. }) => {
+                tracing::warn!(run = %slot.run(), error = %e, "the run's thread could not be created; its messages go to the channel");
+                let why = format!("it could not be created: {e}");
+                if let Err(e) = self
+                    .outbox
+                    .store()
+                    .outbox_divert(p.thread().get(), &why, "")
+                {
+                    tracing::error!(run = %slot.run(), error = %format!("{e:#}"), "could not record the missing thread");
+                }
+                self.outbox.put(&NewMessage {
+                    key: format!("thread-missing:{}", slot.run()),
+                    run: Some(slot.run().to_string()),
+                    channel: p.channel.get(),
+                    fallback: None,
+                    reply_to: Some(p.message.get()),
+                    content: format!("⚠ this run's thread is unavailable ({why}); its messages are posted here instead."),
+                    pings: vec![],
+                    due_at_ms: now_ms(),
+                    mode: Put::Once,
+                });
                 Ok(())
             }
             Err(e) => Err(e),

@@ -13,15 +13,18 @@
 //! - [`check`]: `check-config --online` for Discord (token, guilds, channels, permissions)
 
 mod bot;
+mod buckets;
 pub mod check;
 pub mod commands;
 mod expiry;
 mod interactions;
 pub mod limits;
+pub mod outbox;
 mod place;
 pub mod post;
 pub mod reactions;
 mod relay;
+pub mod rest;
 pub mod session;
 mod startup;
 mod status;
@@ -135,10 +138,14 @@ impl DiscordBot {
                 .proxy(base.as_str().trim_end_matches('/'))
                 .ratelimiter_disabled(true);
         }
+        let rest = Arc::new(rest::DiscordRest::new(settings.api_base.as_ref(), token)?);
+        let outbox = outbox::Outbox::new(engine.store().clone(), rest);
+        engine.store().set_announcer(relay::announcer(approval.ttl));
         let bot = Arc::new(Bot::new(
             engine,
             policy(approval, settings),
             settings.clone(),
+            outbox.clone(),
         ));
         let client = ClientBuilder::new_with_http(http.build(), INTENTS)
             .event_handler(Handler {
@@ -171,6 +178,8 @@ impl DiscordBot {
     /// restarting the shard, e.g. while the gateway is unreachable) or a stage other than
     /// `Connected` is not ready.
     pub async fn run(mut self) -> anyhow::Result<()> {
+        // Messages an earlier process left undelivered go out first, in order.
+        let sender = self.bot.outbox.start();
         let watchdog = self.readiness.clone().map(|ready| {
             let shards = Arc::clone(&self.client.shard_manager);
             tokio::spawn(async move {
@@ -192,6 +201,7 @@ impl DiscordBot {
         if let Some(w) = watchdog {
             w.abort();
         }
+        drop(sender);
         if let Some(r) = &self.readiness {
             r.set_connected(false);
         }

@@ -2,6 +2,7 @@
 //! restarted bot finds its plan message and thread again.
 
 use crate::domain::RunId;
+use crate::store::Fallback;
 use serde_json::{json, Value};
 use serenity::all::{ChannelId, GuildId, MessageId, UserId};
 
@@ -19,6 +20,14 @@ pub(super) struct Place {
 impl Place {
     pub(super) fn thread(&self) -> ChannelId {
         ChannelId::new(self.message.get())
+    }
+
+    /// Where the thread's messages go when it cannot take them: replies to the plan message.
+    pub(super) fn fallback(&self) -> Fallback {
+        Fallback {
+            channel: self.channel.get(),
+            reply_to: self.message.get(),
+        }
     }
 
     /// Snowflakes as strings: they do not fit a JSON number everywhere.

@@ -1,12 +1,11 @@
-//! Everything the bot sends. Every message carries `allowed_mentions` naming exactly the people it
+//! Interaction replies, and helpers for every message the bot sends. Every message carries `allowed_mentions` naming exactly the people it
 //! means to ping (usually nobody), so echoed text can never ping `@everyone`, `@here` or a role.
 //! Content is capped at Discord's 2,000 characters. Errors are described without their URL,
 //! which for interaction routes contains the interaction token.
 
 use serenity::all::{
-    AutoArchiveDuration, ChannelId, CommandInteraction, CreateAllowedMentions,
-    CreateInteractionResponse, CreateInteractionResponseMessage, CreateMessage, CreateThread,
-    EditInteractionResponse, EditMessage, Http, HttpError, MessageId, ReactionType, UserId,
+    CommandInteraction, CreateAllowedMentions, CreateInteractionResponse,
+    CreateInteractionResponseMessage, EditInteractionResponse, Http, HttpError, UserId,
 };
 use std::future::Future;
 use std::sync::Arc;
@@ -96,8 +95,9 @@ where
     }
 }
 
-/// Sends as the bot (bot token): channel messages, edits, reactions, threads, and the replies to
-/// interactions (which must come within 3 s, so they are not retried).
+/// Serenity's side: the replies to interactions (which must come within 3 s, so the first is
+/// not retried) and reads. Channel messages, reactions and threads go through the outbox and
+/// [`super::rest::DiscordRest`].
 #[derive(Clone)]
 pub struct Poster {
     http: Arc<Http>,
@@ -110,83 +110,6 @@ impl Poster {
 
     pub fn http(&self) -> &Arc<Http> {
         &self.http
-    }
-
-    pub async fn send(
-        &self,
-        channel: ChannelId,
-        text: &str,
-        ping: &[UserId],
-    ) -> serenity::Result<MessageId> {
-        let content = fit(text);
-        retry("send", || {
-            channel.send_message(
-                &self.http,
-                CreateMessage::new()
-                    .content(content.clone())
-                    .allowed_mentions(only(ping)),
-            )
-        })
-        .await
-        .map(|m| m.id)
-    }
-
-    pub async fn edit(
-        &self,
-        channel: ChannelId,
-        message: MessageId,
-        text: &str,
-    ) -> serenity::Result<()> {
-        let content = fit(text);
-        retry("edit", || {
-            channel.edit_message(
-                &self.http,
-                message,
-                EditMessage::new()
-                    .content(content.clone())
-                    .allowed_mentions(only(&[])),
-            )
-        })
-        .await
-        .map(|_| ())
-    }
-
-    pub async fn react(
-        &self,
-        channel: ChannelId,
-        message: MessageId,
-        emoji: &str,
-    ) -> serenity::Result<()> {
-        retry("react", || {
-            channel.create_reaction(&self.http, message, ReactionType::Unicode(emoji.to_owned()))
-        })
-        .await
-    }
-
-    /// Starts a public thread from `message`; its id equals the message id.
-    pub async fn thread(
-        &self,
-        channel: ChannelId,
-        message: MessageId,
-        name: &str,
-        archive_minutes: u16,
-    ) -> serenity::Result<ChannelId> {
-        let archive = match archive_minutes {
-            60 => AutoArchiveDuration::OneHour,
-            4320 => AutoArchiveDuration::ThreeDays,
-            10080 => AutoArchiveDuration::OneWeek,
-            _ => AutoArchiveDuration::OneDay,
-        };
-        let name: String = name.chars().take(100).collect();
-        retry("thread", || {
-            channel.create_thread_from_message(
-                &self.http,
-                message,
-                CreateThread::new(name.clone()).auto_archive_duration(archive),
-            )
-        })
-        .await
-        .map(|c| c.id)
     }
 
     /// Answers an interaction at once, visible only to the person (type 4, flag 64).

@@ -188,6 +188,7 @@ impl Bot {
                 open: true,
                 timer: None,
                 permit: self.limits.try_open(),
+                ignored: Vec::new(),
             }),
             plan,
         });
@@ -198,10 +199,10 @@ impl Bot {
         self.pending.insert(place.message.get(), Arc::clone(&slot));
         if !thread_created {
             // The earlier process died while setting the plan up: finish that first.
-            match self.set_up(poster, &slot).await {
+            match self.set_up(&slot).await {
                 Ok(()) => self.save_place(&place, true),
                 Err(e) => {
-                    tracing::warn!(run = %run, error = %super::post::describe(&e), "could not finish setting up a plan taken up after a restart")
+                    tracing::warn!(run = %run, error = %e, "could not finish setting up a plan taken up after a restart")
                 }
             }
         }

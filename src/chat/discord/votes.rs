@@ -6,11 +6,12 @@ use super::bot::{Bot, Slot, SlotState};
 use super::place::Place;
 use super::post::Poster;
 use super::reactions::{self, Voter, REJECT};
+use super::rest::RestError;
 use crate::approval::{Ignored, Verdict, Vote};
 use crate::chat::render::{ignored_line, sanitize, PlanState};
 use crate::domain::{Actor, RunState};
 use crate::store::{now_ms, VoteKind};
-use serenity::all::{GuildId, Reaction, ReactionType, User};
+use serenity::all::{GuildId, Reaction, User};
 use std::sync::Arc;
 
 /// Reactors read back per emoji on start: pages of 100, at most this many pages.
@@ -30,14 +31,14 @@ impl Bot {
         let run = place.run;
         let mut unreadable = Vec::new();
         for (emoji, vote) in [(REJECT, Vote::Reject), (reactions::APPROVE, Vote::Approve)] {
-            let users = match self.reactors(poster, &place, emoji).await {
+            let users = match self.reactors(&place, emoji).await {
                 Ok(u) => u,
                 Err(e) => {
-                    tracing::warn!(run = %run, error = %super::post::describe(&e), "could not read reactions back");
+                    tracing::warn!(run = %run, error = %e, "could not read reactions back");
                     self.thread_say(
                         poster,
                         &place,
-                        &format!("⚠ the {emoji} reactions made while the bot was offline could not be read back ({}); if you reacted meanwhile, remove your reaction and react again.", super::post::describe(&e)),
+                        &format!("⚠ the {emoji} reactions made while the bot was offline could not be read back ({e}); if you reacted meanwhile, remove your reaction and react again."),
                         &[],
                     )
                     .await;
@@ -51,7 +52,7 @@ impl Bot {
                 if Some(&user.id) == self.me.get() {
                     continue;
                 }
-                let Some(voter) = self.member_voter(poster, place.guild, &user).await else {
+                let Some(voter) = self.member_voter(place.guild, &user).await else {
                     unreadable.push(sanitize(&user.name, 64));
                     continue;
                 };
@@ -73,19 +74,14 @@ impl Bot {
     }
 
     /// Everyone who reacted with `emoji` on the plan message, in pages (bounded).
-    async fn reactors(
-        &self,
-        poster: &Poster,
-        place: &Place,
-        emoji: &str,
-    ) -> serenity::Result<Vec<User>> {
-        let kind = ReactionType::Unicode(emoji.to_owned());
+    async fn reactors(&self, place: &Place, emoji: &str) -> Result<Vec<User>, RestError> {
         let mut out: Vec<User> = Vec::new();
         let mut after = None;
         for _ in 0..REACTION_PAGES {
-            let page = poster
-                .http()
-                .get_reaction_users(place.channel, place.message, &kind, 100, after)
+            let page = self
+                .outbox
+                .rest()
+                .reaction_users(place.channel.get(), place.message.get(), emoji, after, 100)
                 .await?;
             let full = page.len() == 100;
             after = page.last().map(|u| u.id.get());
@@ -100,26 +96,22 @@ impl Bot {
 
     /// A reactor as a voter, with roles read from the guild. `None` when they cannot be read;
     /// someone who left the guild has no roles.
-    async fn member_voter(&self, poster: &Poster, guild: GuildId, user: &User) -> Option<Voter> {
-        match poster.http().get_member(guild, user.id).await {
+    async fn member_voter(&self, guild: GuildId, user: &User) -> Option<Voter> {
+        match self.outbox.rest().member(guild.get(), user.id.get()).await {
             Ok(m) => Some(Voter {
                 user: user.id,
                 actor: self.ids.actor(user.id, &reactions::display_name(&m)),
                 roles: reactions::role_ids(&m),
                 is_bot: user.bot,
             }),
-            Err(serenity::Error::Http(serenity::all::HttpError::UnsuccessfulRequest(r)))
-                if r.status_code.as_u16() == 404 =>
-            {
-                Some(Voter {
-                    user: user.id,
-                    actor: self.ids.actor(user.id, &user.name),
-                    roles: Vec::new(),
-                    is_bot: user.bot,
-                })
-            }
+            Err(RestError::Refused { status: 404, .. }) => Some(Voter {
+                user: user.id,
+                actor: self.ids.actor(user.id, &user.name),
+                roles: Vec::new(),
+                is_bot: user.bot,
+            }),
             Err(e) => {
-                tracing::warn!(user = %user.id, error = %super::post::describe(&e), "could not read a reactor's roles");
+                tracing::warn!(user = %user.id, error = %e, "could not read a reactor's roles");
                 None
             }
         }
@@ -185,8 +177,8 @@ impl Bot {
             } => {}
             Verdict::Ignored { reason, first_time } => {
                 if first_time {
-                    let text = ignored_line(&voter.actor.name, reason);
-                    self.thread_say(poster, &slot.place, &text, &[]).await;
+                    st.ignored.push(ignored_line(&voter.actor.name, reason));
+                    self.say_ignored(&slot.place, &st.ignored);
                 }
             }
             Verdict::Expired => self.expire_locked(poster, slot, st, true, false).await,
