@@ -40,6 +40,7 @@ pub struct Metrics {
     pub step_seconds: HistogramFamily<StepLabels>,
     pub approvals_pending: Gauge,
     pub gateway_connected: Gauge,
+    pub chat_owed: Gauge,
     pub api_calls: Family<ApiLabels, Counter>,
     pub throttle_waits: Family<ServiceLabels, Counter>,
     pub compensations: Family<StepLabels, Counter>,
@@ -74,10 +75,16 @@ impl Metrics {
             "1 while the chat gateway has a live session (READY/RESUMED since the last drop or op 9)",
             gateway_connected.clone(),
         );
+        let chat_owed = Gauge::default();
+        registry.register(
+            "chat_messages_owed",
+            "Messages (or revisions of one) in the outbox that Discord does not have yet",
+            chat_owed.clone(),
+        );
         let api_calls = Family::<ApiLabels, Counter>::default();
         registry.register(
             "api_calls",
-            "HTTP calls to Graph and Okta, by service and status (0: no answer)",
+            "HTTP calls to Graph, Okta and Discord, by service and status (0: no answer)",
             api_calls.clone(),
         );
         let throttle_waits = Family::<ServiceLabels, Counter>::default();
@@ -98,6 +105,7 @@ impl Metrics {
             step_seconds,
             approvals_pending,
             gateway_connected,
+            chat_owed,
             api_calls,
             throttle_waits,
             compensations,

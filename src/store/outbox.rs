@@ -32,6 +32,9 @@ pub struct NewMessage {
     pub fallback: Option<Fallback>,
     /// Posted as a reply to this message of `channel`.
     pub reply_to: Option<u64>,
+    /// A message already in Discord that this is a revision of (e.g. a plan message posted
+    /// before the outbox knew it): the first put is then an edit of it, never a new post.
+    pub edits: Option<u64>,
     pub content: String,
     /// The only users it may ping.
     pub pings: Vec<u64>,
@@ -377,8 +380,8 @@ fn put(c: &Connection, m: &NewMessage) -> rusqlite::Result<bool> {
         .map(|f| serde_json::to_string(&f).unwrap_or_default());
     let inserted = c.execute(
         "INSERT INTO outbox (format, key, run_id, channel_id, fallback_json, reply_to, content,
-            pings_json, nonce, revision, state, due_at_ms, created_at_ms, updated_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, 'live', ?10, ?11, ?11)
+            pings_json, nonce, revision, state, due_at_ms, created_at_ms, updated_at_ms, message_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, 'live', ?10, ?11, ?11, ?12)
          ON CONFLICT(key) DO NOTHING",
         params![
             FORMAT,
@@ -391,7 +394,8 @@ fn put(c: &Connection, m: &NewMessage) -> rusqlite::Result<bool> {
             pings,
             nonce(),
             m.due_at_ms,
-            now
+            now,
+            m.edits.map(|e| e.to_string())
         ],
     )?;
     if inserted == 1 || mode == Put::Once {
@@ -428,6 +432,7 @@ mod tests {
                 reply_to: 10,
             }),
             reply_to: None,
+            edits: None,
             content: content.into(),
             pings: vec![],
             due_at_ms: due,
@@ -481,5 +486,18 @@ mod tests {
         assert_eq!(rows[0].content, "⚠ thread locked\none");
         assert_eq!(rows[1].content, "two");
         assert_eq!(s.chat_unavailable(10).unwrap().as_deref(), Some("locked"));
+    }
+
+    #[test]
+    fn a_revision_of_a_message_posted_elsewhere_is_an_edit_of_it() {
+        let (_d, s) = store();
+        let mut m = msg("plan", "final", 0, Put::Revise);
+        m.edits = Some(55);
+        s.outbox_put(&m).unwrap();
+        let r = s.outbox_pending().unwrap().remove(0);
+        assert_eq!(
+            (r.message_id, r.sent_revision, r.revision),
+            (Some(55), 0, 1)
+        );
     }
 }

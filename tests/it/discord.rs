@@ -24,10 +24,10 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(20);
 
-fn alice() -> Person {
+pub fn alice() -> Person {
     Person::new(1001, "alice", &[REQUESTER_ROLE])
 }
-fn bob() -> Person {
+pub fn bob() -> Person {
     Person::new(1002, "bob", &[APPROVER_ROLE])
 }
 fn carol() -> Person {
@@ -127,7 +127,7 @@ pub async fn start_on(
     }
 }
 
-async fn rig() -> Rig {
+pub async fn rig() -> Rig {
     rig_with(
         approval(1, Duration::from_secs(1800)),
         |_| {},
@@ -136,7 +136,7 @@ async fn rig() -> Rig {
     .await
 }
 
-fn small_sandbox() -> SandboxOptions {
+pub fn small_sandbox() -> SandboxOptions {
     SandboxOptions {
         ordinary_users: 20,
         ..SandboxOptions::default()
@@ -145,7 +145,7 @@ fn small_sandbox() -> SandboxOptions {
 
 impl Rig {
     /// `who` asks for a repair; waits for the ephemeral answer, the plan message and its thread.
-    async fn request(&self, who: &Person, upn: &str, reason: &str) -> (u64, String) {
+    pub async fn request(&self, who: &Person, upn: &str, reason: &str) -> (u64, String) {
         let i = self.fake.slash(
             who,
             CHANNEL,
@@ -193,7 +193,7 @@ impl Rig {
 
     /// The lines said in a run's thread, message by message (the progress message holds one
     /// line per step).
-    fn thread(&self, plan: u64) -> Vec<String> {
+    pub fn thread(&self, plan: u64) -> Vec<String> {
         self.fake.world(|w| {
             w.texts_in(plan)
                 .iter()
@@ -202,13 +202,13 @@ impl Rig {
         })
     }
 
-    fn plan_text(&self, plan: u64) -> String {
+    pub fn plan_text(&self, plan: u64) -> String {
         self.fake.world(|w| w.messages[&plan].content.clone())
     }
 
     /// Stops the bot as a dying process would leave things: its gateway connection gone, and
     /// nothing more from it. Returns the fake Discord and the store for the next bot.
-    async fn stop(self) -> (FakeDiscord, Env) {
+    pub async fn stop(self) -> (FakeDiscord, Env) {
         self.shards.shutdown_all().await;
         self.task.abort();
         self.fake
@@ -227,12 +227,12 @@ impl Rig {
             .1
     }
 
-    fn state_of(&self, run: &str) -> RunState {
+    pub fn state_of(&self, run: &str) -> RunState {
         self.env.engine.store().runs_by_prefix(run).unwrap()[0].state
     }
 
     /// The checks every test ends with.
-    async fn finish(self, may_ping: &[u64]) {
+    pub async fn finish(self, may_ping: &[u64]) {
         let v = self.fake.violations();
         assert!(v.is_empty(), "requests Discord would refuse: {v:#?}");
         let allowed: Vec<String> = may_ping.iter().map(|u| format!("user:{u}")).collect();

@@ -323,6 +323,8 @@ async fn sigterm_answers_commands_restarting_brings_the_executing_run_to_a_safe_
         fake.wait_text(plan, "🎉", Duration::ZERO).await;
     }
     let store = bot.store();
+    // Everything the runs said reached Discord before the exit (the outbox was flushed).
+    assert_eq!(store.outbox_pending_count().unwrap(), 0, "{}", bot.log());
     let runs = store.recent_runs(10).unwrap();
     assert_eq!(
         runs.len(),

@@ -4,6 +4,7 @@ mod check;
 mod clients;
 mod console;
 mod discord;
+mod discord_delivery;
 mod discord_process;
 mod engine_model;
 mod engine_rules;

@@ -371,6 +371,7 @@ impl Bot {
                     channel: p.channel.get(),
                     fallback: None,
                     reply_to: Some(p.message.get()),
+                    edits: None,
                     content: format!("⚠ this run's thread is unavailable ({why}); its messages are posted here instead."),
                     pings: vec![],
                     due_at_ms: now_ms(),

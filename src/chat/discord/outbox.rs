@@ -36,6 +36,9 @@ struct Inner {
     progress: watch::Sender<u64>,
     /// Set when the front end that started the sender is gone: nothing more is sent.
     stopped: std::sync::atomic::AtomicBool,
+    /// The channel senders running, stopped with the dispatcher (a call waiting out a rate
+    /// limit must not post after its front end is gone).
+    senders: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 /// Stops the sender when dropped (the front end's task ended or was aborted), so that two
@@ -53,6 +56,11 @@ impl Drop for Running {
             .stopped
             .store(true, std::sync::atomic::Ordering::Release);
         self.dispatcher.abort();
+        if let Ok(senders) = self.outbox.inner.senders.lock() {
+            for s in senders.iter() {
+                s.abort();
+            }
+        }
     }
 }
 
@@ -105,6 +113,7 @@ impl Outbox {
                 reopened: Mutex::new(HashSet::new()),
                 progress: watch::channel(0).0,
                 stopped: std::sync::atomic::AtomicBool::new(false),
+                senders: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -189,6 +198,9 @@ impl Outbox {
                 return Duration::from_secs(1);
             }
         };
+        crate::ops::metrics::metrics()
+            .chat_owed
+            .set(rows.len() as i64);
         let now = now_ms();
         let mut sleep = TICK;
         let mut channels: Vec<u64> = rows.iter().map(|r| r.channel).collect();
@@ -206,7 +218,11 @@ impl Outbox {
                         .unwrap_or(false);
                     if fresh {
                         let me = self.clone();
-                        tokio::spawn(async move { me.channel_sender(ch).await });
+                        let task = tokio::spawn(async move { me.channel_sender(ch).await });
+                        if let Ok(mut senders) = self.inner.senders.lock() {
+                            senders.retain(|t| !t.is_finished());
+                            senders.push(task.abort_handle());
+                        }
                     }
                 }
                 Next::WaitUntil(t) => {

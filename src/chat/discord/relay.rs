@@ -65,6 +65,7 @@ fn in_thread(
         channel: place.thread().get(),
         fallback: Some(place.fallback()),
         reply_to: None,
+        edits: None,
         content,
         pings,
         due_at_ms: due,
@@ -160,6 +161,7 @@ pub(super) fn announcer(ttl: Duration) -> Announcer {
                 channel: place.channel.get(),
                 fallback: None,
                 reply_to: None,
+                edits: Some(place.message.get()),
                 content: compose(&plan_message(&plan, ttl), &state),
                 pings: vec![],
                 due_at_ms: now_ms(),
@@ -238,23 +240,14 @@ impl Bot {
     /// Sets the plan message's content (an edit, queued; a pending one is replaced).
     pub(super) async fn edit_message(&self, _poster: &Poster, place: &Place, text: &str) {
         let key = plan_key(place.run);
-        // A plan posted by an earlier release has no outbox row: record it as posted, so
-        // that this is an edit of it and never a new message.
-        if matches!(self.outbox.store().outbox_row(&key), Ok(None)) {
-            let _ = self.outbox.store().outbox_put_sent(
-                &key,
-                Some(&place.run.to_string()),
-                place.channel.get(),
-                "",
-                place.message.get(),
-            );
-        }
         self.outbox.put(&NewMessage {
             key,
             run: Some(place.run.to_string()),
             channel: place.channel.get(),
             fallback: None,
             reply_to: None,
+            // A plan posted by an earlier release has no row yet: this edits it all the same.
+            edits: Some(place.message.get()),
             content: text.to_owned(),
             pings: vec![],
             due_at_ms: now_ms(),

@@ -270,9 +270,11 @@ impl DiscordRest {
             }
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let outcome = req.send().await;
+            let metrics = crate::ops::metrics::metrics();
             let resp = match outcome {
                 Ok(r) => r,
                 Err(e) => {
+                    metrics.api_call("discord", 0);
                     drop(lane);
                     transient += 1;
                     let why = if e.is_timeout() {
@@ -288,12 +290,14 @@ impl DiscordRest {
                 }
             };
             let status = resp.status().as_u16();
+            metrics.api_call("discord", status);
             self.buckets.learn(route, resp.headers());
             let headers = resp.headers().clone();
             let text = resp.text().await.unwrap_or_default();
             let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             if status == 429 {
                 self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                metrics.throttle_wait("discord");
                 let (wait, global) = retry_after(&json, &headers);
                 tracing::warn!(
                     route = route.template,
