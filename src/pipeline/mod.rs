@@ -225,12 +225,47 @@ impl Engine {
         state: RunState,
         actor: &crate::domain::Actor,
     ) -> anyhow::Result<bool> {
-        self.inner.store.transition_run_audited(
+        self.close_unexecuted_saying(run, state, actor, &[])
+    }
+
+    /// [`Engine::close_unexecuted_by`], with what the chat says about it queued in the same
+    /// transaction, if the run moved.
+    pub fn close_unexecuted_saying(
+        &self,
+        run: RunId,
+        state: RunState,
+        actor: &crate::domain::Actor,
+        say: &[crate::store::NewMessage],
+    ) -> anyhow::Result<bool> {
+        self.inner.store.transition_run_saying(
             &run.to_string(),
             &[RunState::AwaitingApproval, RunState::Approved],
             state,
             Some(&actor.name),
             &serde_json::json!({"actor_id": actor.id}),
+            say,
+        )
+    }
+
+    /// A rejection (or approval) vote; if it rejects the run, `on_reject` is queued in the chat
+    /// outbox in the same transaction. See [`Engine::record_vote`].
+    pub fn record_vote_saying(
+        &self,
+        plan: &Plan,
+        voter: &crate::domain::Actor,
+        vote: VoteKind,
+        required: u32,
+        on_reject: &[crate::store::NewMessage],
+    ) -> anyhow::Result<Option<(u32, bool)>> {
+        self.inner.store.record_vote_saying(
+            &plan.run.to_string(),
+            &voter.id,
+            &voter.name,
+            vote,
+            &plan.fingerprint,
+            required,
+            &serde_json::Map::new(),
+            on_reject,
         )
     }
 

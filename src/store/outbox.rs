@@ -371,7 +371,7 @@ pub(super) fn announce(
     Ok(())
 }
 
-fn put(c: &Connection, m: &NewMessage) -> rusqlite::Result<bool> {
+pub(super) fn put(c: &Connection, m: &NewMessage) -> rusqlite::Result<bool> {
     let mode = m.mode;
     let now = now_ms();
     let pings = serde_json::to_string(&m.pings).unwrap_or_else(|_| "[]".into());
@@ -486,6 +486,54 @@ mod tests {
         assert_eq!(rows[0].content, "⚠ thread locked\none");
         assert_eq!(rows[1].content, "two");
         assert_eq!(s.chat_unavailable(10).unwrap().as_deref(), Some("locked"));
+    }
+
+    #[test]
+    fn what_a_state_change_says_is_queued_with_it_and_only_if_it_moved() {
+        use crate::domain::RunState;
+        let (_d, s) = store();
+        s.insert_run(&crate::store::tests::new_run("r1", "a@b.com"))
+            .unwrap();
+        let from = [RunState::AwaitingApproval];
+        let say = [msg("closed:r1", "cancelled", 0, Put::Once)];
+        let moved = s
+            .transition_run_saying("r1", &from, RunState::Cancelled, None, &Value::Null, &say)
+            .unwrap();
+        assert!(moved);
+        let later = [msg("closed:again", "expired", 0, Put::Once)];
+        let moved = s
+            .transition_run_saying("r1", &from, RunState::Expired, None, &Value::Null, &later)
+            .unwrap();
+        assert!(!moved);
+        let keys: Vec<String> = s
+            .outbox_pending()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.key)
+            .collect();
+        assert_eq!(keys, ["closed:r1"]);
+    }
+
+    #[test]
+    fn an_outcome_queues_what_the_announcer_says_in_its_transaction() {
+        use crate::domain::RunState;
+        let (_d, s) = store();
+        s.insert_run(&crate::store::tests::new_run("r1", "a@b.com"))
+            .unwrap();
+        // No chat_ref: nothing to say, and the outcome is still recorded.
+        s.set_announcer(std::sync::Arc::new(|f: &Finished<'_>| {
+            vec![msg(&format!("summary:{}", f.run_id), "done", 0, Put::Once)]
+        }));
+        s.set_run_summary("r1", RunState::Succeeded, &Value::Null)
+            .unwrap();
+        assert!(s.outbox_pending().unwrap().is_empty());
+        s.set_chat_ref("r1", &serde_json::json!({"channel": "1"}))
+            .unwrap();
+        s.set_run_summary("r1", RunState::Succeeded, &Value::Null)
+            .unwrap();
+        let rows = s.outbox_pending().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].key, "summary:r1");
     }
 
     #[test]

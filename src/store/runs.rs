@@ -72,6 +72,20 @@ impl Store {
         actor: Option<&str>,
         detail: &Value,
     ) -> anyhow::Result<bool> {
+        self.transition_run_saying(id, from, to, actor, detail, &[])
+    }
+
+    /// Like [`Store::transition_run_audited`], queuing `say` in the chat outbox in the same
+    /// transaction if the run moved (what the chat says about it cannot be lost without it).
+    pub fn transition_run_saying(
+        &self,
+        id: &str,
+        from: &[RunState],
+        to: RunState,
+        actor: Option<&str>,
+        detail: &Value,
+        say: &[super::NewMessage],
+    ) -> anyhow::Result<bool> {
         let now = now_ms();
         let from_json = state_names(from)?;
         self.tx(|c| {
@@ -82,6 +96,9 @@ impl Store {
             )?;
             if n == 1 {
                 audit::append(c, Some(id), to.as_str(), actor, detail)?;
+                for m in say {
+                    super::outbox::put(c, m)?;
+                }
             }
             Ok(n == 1)
         })

@@ -44,6 +44,32 @@ impl Store {
         required: u32,
         mark: &serde_json::Map<String, serde_json::Value>,
     ) -> anyhow::Result<Option<(u32, bool)>> {
+        self.record_vote_saying(
+            run_id,
+            voter_id,
+            voter_name,
+            vote,
+            fingerprint,
+            required,
+            mark,
+            &[],
+        )
+    }
+
+    /// [`Store::record_vote_marked`], queuing `on_reject` in the chat outbox in the same
+    /// transaction if this vote rejected the run.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_vote_saying(
+        &self,
+        run_id: &str,
+        voter_id: &str,
+        voter_name: &str,
+        vote: VoteKind,
+        fingerprint: &str,
+        required: u32,
+        mark: &serde_json::Map<String, serde_json::Value>,
+        on_reject: &[super::NewMessage],
+    ) -> anyhow::Result<Option<(u32, bool)>> {
         let with_mark = |mut v: serde_json::Value| {
             if let Some(o) = v.as_object_mut() {
                 o.extend(mark.clone());
@@ -91,6 +117,11 @@ impl Store {
                     params![to.as_str(), now, run_id],
                 )?;
                 audit::append(c, Some(run_id), to.as_str(), Some(voter_name), &with_mark(serde_json::json!({"approvals": count})))?;
+                if to == RunState::Rejected {
+                    for m in on_reject {
+                        super::outbox::put(c, m)?;
+                    }
+                }
                 moved = true;
             }
             Ok(Some((count, moved)))

@@ -681,12 +681,13 @@ async fn a_bidi_reason_reads_as_typed_and_a_masked_link_shows_its_target() {
 async fn the_gateway_dropped_mid_run_does_not_stop_the_run_or_its_thread() {
     let rig = rig().await;
     let (plan, _) = rig.request(&alice(), ADELE, "INC-8").await;
-    // Hold the run in step 6 long enough to cut the gateway while it is under way.
+    // Hold the run in step 6 long enough to cut the gateway while it is under way (the
+    // progress message shows step 5 from 2 s after the start).
     rig.env.sb.inject(Fault {
         op: "okta.unassign".into(),
         nth: 1,
         times: 1,
-        action: FaultAction::Delay(Duration::from_millis(1500)),
+        action: FaultAction::Delay(Duration::from_millis(4000)),
     });
     rig.fake.react(&bob(), CHANNEL, plan, "✅");
     rig.fake.wait_text(plan, "5/9", T).await;

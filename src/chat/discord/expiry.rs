@@ -42,27 +42,12 @@ impl Bot {
     /// Closes the run as expired; says so only if this moved it (not if it moved on elsewhere).
     pub(super) async fn expire_locked(
         &self,
-        poster: &Poster,
+        _poster: &Poster,
         slot: &Slot,
         st: &mut SlotState,
         abort: bool,
         while_offline: bool,
     ) {
-        let moved = match self.engine.close_unexecuted_by(
-            slot.run(),
-            RunState::Expired,
-            &self.system_actor(),
-        ) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!(run = %slot.run(), error = %format!("{e:#}"), "could not record the expiry");
-                true
-            }
-        };
-        self.close(slot, st, abort);
-        if !moved {
-            return;
-        }
         let requester = slot.place.requester;
         let text = if while_offline {
             format!(
@@ -77,8 +62,20 @@ impl Bot {
                 mention(requester)
             )
         };
-        self.thread_say(poster, &slot.place, &text, &[requester])
-            .await;
-        self.edit_plan(poster, slot, &PlanState::Expired).await;
+        let say = self.closing(slot, text, &[requester], &PlanState::Expired);
+        match self.engine.close_unexecuted_saying(
+            slot.run(),
+            RunState::Expired,
+            &self.system_actor(),
+            &say,
+        ) {
+            Ok(true) => self.outbox.wake(),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(run = %slot.run(), error = %format!("{e:#}"), "could not record the expiry");
+                self.say_now(&say);
+            }
+        }
+        self.close(slot, st, abort);
     }
 }

@@ -130,7 +130,7 @@ impl Bot {
                 if let Err(e) = poster.defer_ephemeral(&cmd).await {
                     return tracing::warn!(error = %super::post::describe(&e), "could not acknowledge /cancel");
                 }
-                let text = self.cancel(poster, &actor, &roles, &run).await;
+                let text = self.cancel(&actor, &roles, &run).await;
                 self.edit_reply(poster, &cmd, &text).await;
             }
         }
@@ -417,7 +417,7 @@ impl Bot {
         }
     }
 
-    async fn cancel(&self, poster: &Poster, actor: &Actor, roles: &[String], run: &str) -> String {
+    async fn cancel(&self, actor: &Actor, roles: &[String], run: &str) -> String {
         let slot = match self.find_pending(run) {
             Ok(s) => s,
             Err(e) => return format!("⛔ {e}"),
@@ -433,11 +433,22 @@ impl Bot {
                 slot.run().short()
             );
         }
+        let say = self.closing(
+            &slot,
+            format!(
+                "🛑 cancelled by {}; nothing was changed.",
+                sanitize(&actor.name, 64)
+            ),
+            &[],
+            &PlanState::Cancelled {
+                by: actor.name.clone(),
+            },
+        );
         match self
             .engine
-            .close_unexecuted_by(slot.run(), RunState::Cancelled, actor)
+            .close_unexecuted_saying(slot.run(), RunState::Cancelled, actor, &say)
         {
-            Ok(true) => {}
+            Ok(true) => self.outbox.wake(),
             Ok(false) => {
                 self.close(&slot, &mut st, true);
                 return format!(
@@ -452,19 +463,6 @@ impl Bot {
         }
         self.close(&slot, &mut st, true);
         drop(st);
-        let text = format!(
-            "🛑 cancelled by {}; nothing was changed.",
-            sanitize(&actor.name, 64)
-        );
-        self.thread_say(poster, &slot.place, &text, &[]).await;
-        self.edit_plan(
-            poster,
-            &slot,
-            &PlanState::Cancelled {
-                by: actor.name.clone(),
-            },
-        )
-        .await;
         format!(
             "🛑 run `{}` for {} is cancelled.",
             slot.run().short(),

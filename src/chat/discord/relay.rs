@@ -218,6 +218,48 @@ impl Bot {
             .await;
     }
 
+    /// What a run closed before execution says (a note in its thread, the plan's final state),
+    /// to be queued in the same transaction as the state change.
+    pub(super) fn closing(
+        &self,
+        slot: &Slot,
+        note: String,
+        ping: &[UserId],
+        state: &PlanState,
+    ) -> Vec<NewMessage> {
+        let place = &slot.place;
+        let pings = ping.iter().map(|u| u.get()).collect();
+        vec![
+            in_thread(
+                place,
+                format!("closed:{}", place.run),
+                note,
+                pings,
+                now_ms(),
+                Put::Once,
+            ),
+            NewMessage {
+                key: plan_key(place.run),
+                run: Some(place.run.to_string()),
+                channel: place.channel.get(),
+                fallback: None,
+                reply_to: None,
+                edits: Some(place.message.get()),
+                content: compose(&slot.plan_text, state),
+                pings: vec![],
+                due_at_ms: now_ms(),
+                mode: Put::Revise,
+            },
+        ]
+    }
+
+    /// Queues messages the store could not take with their state change (best effort).
+    pub(super) fn say_now(&self, messages: &[NewMessage]) {
+        for m in messages {
+            self.outbox.put(m);
+        }
+    }
+
     /// The reactions that did not count, in one message of the thread kept up to date.
     pub(super) fn say_ignored(&self, place: &Place, lines: &[String]) {
         let header = if lines.len() > 1 {

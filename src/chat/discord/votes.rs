@@ -284,43 +284,54 @@ impl Bot {
         }
     }
 
-    async fn record_rejection(&self, poster: &Poster, slot: &Slot, st: &mut SlotState, by: &Actor) {
+    async fn record_rejection(
+        &self,
+        _poster: &Poster,
+        slot: &Slot,
+        st: &mut SlotState,
+        by: &Actor,
+    ) {
         let need = self.policy.approvals_required;
-        let moved = match self
-            .engine
-            .record_vote(&slot.plan, by, VoteKind::Reject, need)
-        {
+        let say = self.closing(
+            slot,
+            format!(
+                "❌ rejected by {}; nothing was changed.",
+                sanitize(&by.name, 64)
+            ),
+            &[],
+            &PlanState::Rejected {
+                by: by.name.clone(),
+            },
+        );
+        let moved = match self.engine.record_vote_saying(
+            &slot.plan,
+            by,
+            VoteKind::Reject,
+            need,
+            &say,
+        ) {
             Ok(Some((_, true))) => true,
             // Recorded before but not applied (should not happen): close it explicitly.
             Ok(Some((_, false))) => self
                 .engine
-                .close_unexecuted_by(slot.run(), RunState::Rejected, by)
+                .close_unexecuted_saying(slot.run(), RunState::Rejected, by, &say)
                 .unwrap_or(false),
             Ok(None) => false,
             Err(e) => {
                 tracing::error!(run = %slot.run(), error = %format!("{e:#}"), "could not record a rejection");
-                let _ = self
-                    .engine
-                    .close_unexecuted_by(slot.run(), RunState::Rejected, by);
+                if !matches!(
+                    self.engine
+                        .close_unexecuted_saying(slot.run(), RunState::Rejected, by, &say),
+                    Ok(true)
+                ) {
+                    self.say_now(&say);
+                }
                 true
             }
         };
         self.close(slot, st, true);
-        if !moved {
-            return;
+        if moved {
+            self.outbox.wake();
         }
-        let text = format!(
-            "❌ rejected by {}; nothing was changed.",
-            sanitize(&by.name, 64)
-        );
-        self.thread_say(poster, &slot.place, &text, &[]).await;
-        self.edit_plan(
-            poster,
-            slot,
-            &PlanState::Rejected {
-                by: by.name.clone(),
-            },
-        )
-        .await;
     }
 }
