@@ -285,7 +285,6 @@ impl Bot {
             );
             let why = e.to_string();
             self.edit_message(
-                poster,
                 &place,
                 &compose(&slot.plan_text, &PlanState::Abandoned { why: why.clone() }),
             )

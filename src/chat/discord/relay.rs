@@ -6,7 +6,6 @@
 use super::bot::{Bot, Slot};
 use super::limits::OpenRun;
 use super::place::Place;
-use super::post::Poster;
 use crate::chat::render::{plan_message, sanitize, state_line, step_line, summary_line, PlanState};
 use crate::domain::RunId;
 use crate::pipeline::{Phase, Plan, Reporter, RunEvent, RunOutcome, RunSummary};
@@ -194,13 +193,7 @@ impl Progress {
 
 impl Bot {
     /// Says `text` in the run's thread.
-    pub(super) async fn thread_say(
-        &self,
-        _poster: &Poster,
-        place: &Place,
-        text: &str,
-        ping: &[UserId],
-    ) {
+    pub(super) async fn thread_say(&self, place: &Place, text: &str, ping: &[UserId]) {
         let key = format!("note:{}:{}", place.run, uuid::Uuid::new_v4().simple());
         let pings = ping.iter().map(|u| u.get()).collect();
         self.outbox.put(&in_thread(
@@ -213,8 +206,8 @@ impl Bot {
         ));
     }
 
-    pub(super) async fn edit_plan(&self, poster: &Poster, slot: &Slot, state: &PlanState) {
-        self.edit_message(poster, &slot.place, &compose(&slot.plan_text, state))
+    pub(super) async fn edit_plan(&self, slot: &Slot, state: &PlanState) {
+        self.edit_message(&slot.place, &compose(&slot.plan_text, state))
             .await;
     }
 
@@ -280,7 +273,7 @@ impl Bot {
     }
 
     /// Sets the plan message's content (an edit, queued; a pending one is replaced).
-    pub(super) async fn edit_message(&self, _poster: &Poster, place: &Place, text: &str) {
+    pub(super) async fn edit_message(&self, place: &Place, text: &str) {
         let key = plan_key(place.run);
         self.outbox.put(&NewMessage {
             key,
@@ -300,7 +293,6 @@ impl Bot {
     /// Relays a recovered run's events to its thread; the outcome is queued by the store.
     pub(super) async fn relay_recovered(
         &self,
-        poster: &Poster,
         plan: Plan,
         rx: tokio::sync::mpsc::UnboundedReceiver<RunEvent>,
         approved_only: bool,
@@ -330,14 +322,13 @@ impl Bot {
             header,
             lines: Vec::new(),
         };
-        self.relay(poster, progress, rx).await;
+        self.relay(progress, rx).await;
     }
 
     /// Executes an approved run; its progress, compensations and summary go to the thread.
     /// Runs in its own task: a gateway disconnect does not stop it, REST goes on regardless.
     pub(super) async fn execute(
         self: Arc<Self>,
-        poster: &Poster,
         slot: Arc<Slot>,
         names: Vec<String>,
         permit: Option<OpenRun>,
@@ -345,7 +336,6 @@ impl Bot {
         let place = slot.place;
         let shown: Vec<String> = names.iter().map(|n| sanitize(n, 64)).collect();
         self.edit_plan(
-            poster,
             &slot,
             &PlanState::Running {
                 approved_by: names.clone(),
@@ -361,18 +351,15 @@ impl Bot {
         let engine = self.engine.clone();
         let plan = slot.plan.clone();
         let exec = tokio::spawn(async move { engine.execute(&plan, &reporter).await });
-        self.relay(poster, progress, rx).await;
+        self.relay(progress, rx).await;
         if let Err(e) = exec.await {
             tracing::error!(run = %place.run, error = %format!("{e:#}"), "the run's task failed");
-            self.thread_say(
-                poster,
-                &place,
+            self.thread_say(&place,
                 "🚨 the run stopped with an internal error; check the journal (`/fix-status run`) before doing anything else.",
                 &[place.requester],
             )
             .await;
             self.edit_plan(
-                poster,
                 &slot,
                 &PlanState::Finished {
                     outcome: RunOutcome::NeedsAttention,
@@ -387,7 +374,6 @@ impl Bot {
     /// Drains a run's events into its progress message and thread until the run ends.
     async fn relay(
         &self,
-        poster: &Poster,
         mut progress: Progress,
         mut rx: tokio::sync::mpsc::UnboundedReceiver<RunEvent>,
     ) {
@@ -402,7 +388,7 @@ impl Bot {
                         .put(&progress.message(due_in(PROGRESS_EDIT_GAP)));
                 }
                 RunEvent::Step(r) if r.phase == Phase::Compensation => {
-                    self.thread_say(poster, &place, &step_line(&r), &[]).await;
+                    self.thread_say(&place, &step_line(&r), &[]).await;
                 }
                 RunEvent::Step(r) => {
                     progress.lines.push(step_line(&r));
@@ -420,8 +406,7 @@ impl Bot {
                             summary_line(&s),
                             mention(place.requester)
                         );
-                        self.thread_say(poster, &place, &text, &[place.requester])
-                            .await;
+                        self.thread_say(&place, &text, &[place.requester]).await;
                     }
                     self.outbox.wake();
                 }

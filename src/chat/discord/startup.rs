@@ -60,7 +60,7 @@ impl Bot {
     /// refused and reactions wait until this is done.
     async fn startup(self: &Arc<Self>, poster: &Poster) {
         let begun = std::time::Instant::now();
-        let settled = self.recover_interrupted(poster).await;
+        let settled = self.recover_interrupted().await;
         let adopted = self.adopt_pending(poster).await;
         self.started.send_replace(true);
         tracing::info!(
@@ -73,7 +73,7 @@ impl Bot {
 
     /// Runs an earlier process left approved or running are executed or settled by the engine;
     /// each run's events go to its thread, in order.
-    async fn recover_interrupted(self: &Arc<Self>, poster: &Poster) -> usize {
+    async fn recover_interrupted(self: &Arc<Self>) -> usize {
         let approved_only: HashSet<String> =
             match self.engine.store().runs_in_state(RunState::Approved) {
                 Ok(rows) => rows.into_iter().map(|r| r.id).collect(),
@@ -88,7 +88,6 @@ impl Bot {
             .recover(|plan| {
                 let (reporter, rx) = Reporter::channel();
                 let bot = Arc::clone(self);
-                let poster = poster.clone();
                 let plan = plan.clone();
                 let approved = approved_only.contains(&plan.run.to_string());
                 let working = bot.lifecycle.enter(format!(
@@ -97,7 +96,7 @@ impl Bot {
                     plan.upn
                 ));
                 let relay = tokio::spawn(async move {
-                    bot.relay_recovered(&poster, plan, rx, approved).await;
+                    bot.relay_recovered(plan, rx, approved).await;
                     drop(working);
                 });
                 if let Ok(mut r) = relays.lock() {
@@ -206,9 +205,7 @@ impl Bot {
                 }
             }
         }
-        self.thread_say(
-            poster,
-            &place,
+        self.thread_say(&place,
             &format!(
                 "🔄 the bot restarted; this plan still awaits approval (expires <t:{}:R>). Reactions made meanwhile are read back now; new ones count as usual.",
                 slot.expires_unix
@@ -226,7 +223,6 @@ impl Bot {
             .approvers(&run.to_string())
             .map_or(0, |v| v.len() as u32);
         self.edit_plan(
-            poster,
             &slot,
             &PlanState::Awaiting {
                 expires_unix: slot.expires_unix,

@@ -35,9 +35,7 @@ impl Bot {
                 Ok(u) => u,
                 Err(e) => {
                     tracing::warn!(run = %run, error = %e, "could not read reactions back");
-                    self.thread_say(
-                        poster,
-                        &place,
+                    self.thread_say(&place,
                         &format!("⚠ the {emoji} reactions made while the bot was offline could not be read back ({e}); if you reacted meanwhile, remove your reaction and react again."),
                         &[],
                     )
@@ -63,9 +61,7 @@ impl Bot {
             }
         }
         if !unreadable.is_empty() {
-            self.thread_say(
-                poster,
-                &place,
+            self.thread_say(&place,
                 &format!("⚠ the roles of {} could not be read, so their reactions were not counted; remove the reaction and react again.", unreadable.join(", ")),
                 &[],
             )
@@ -183,7 +179,7 @@ impl Bot {
             }
             Verdict::Expired => self.expire_locked(poster, slot, st, true, false).await,
             Verdict::Counted { .. } | Verdict::Approved { .. } => {
-                self.record_approval(poster, slot, st, &voter.actor).await
+                self.record_approval(slot, st, &voter.actor).await
             }
             Verdict::Rejected { by } => self.record_rejection(poster, slot, st, &by).await,
         }
@@ -191,7 +187,6 @@ impl Bot {
 
     async fn record_approval(
         self: &Arc<Self>,
-        poster: &Poster,
         slot: &Arc<Slot>,
         st: &mut SlotState,
         voter: &Actor,
@@ -206,9 +201,8 @@ impl Bot {
                     "✅ approval {have}/{need} from {}",
                     sanitize(&voter.name, 64)
                 );
-                self.thread_say(poster, &slot.place, &text, &[]).await;
+                self.thread_say(&slot.place, &text, &[]).await;
                 self.edit_plan(
-                    poster,
                     slot,
                     &PlanState::Awaiting {
                         expires_unix: slot.expires_unix,
@@ -236,9 +230,7 @@ impl Bot {
                     drop(working);
                     // Recorded as approved: the next process starts it (startup recovery), so a
                     // shutdown never waits on a run it has not begun.
-                    self.thread_say(
-                        poster,
-                        &slot.place,
+                    self.thread_say(&slot.place,
                         "✅ approved — the bot is restarting; this run starts as soon as it is back.",
                         &[],
                     )
@@ -246,10 +238,9 @@ impl Bot {
                     return;
                 }
                 let bot = Arc::clone(self);
-                let poster = poster.clone();
                 let slot = Arc::clone(slot);
                 tokio::spawn(async move {
-                    bot.execute(&poster, slot, names, permit).await;
+                    bot.execute(slot, names, permit).await;
                     drop(working);
                 });
             }
@@ -265,15 +256,12 @@ impl Bot {
                     &self.system_actor(),
                 );
                 self.close(slot, st, true);
-                self.thread_say(
-                    poster,
-                    &slot.place,
+                self.thread_say(&slot.place,
                     "⚠ the approval could not be recorded, so nothing was executed and this plan is closed. Run the command again.",
                     &[],
                 )
                 .await;
                 self.edit_plan(
-                    poster,
                     slot,
                     &PlanState::Abandoned {
                         why: "the approval could not be recorded".into(),
