@@ -4,6 +4,8 @@
 mod entra;
 mod okta;
 
+pub(crate) use okta::reassigned;
+
 use super::outcome::Verdict;
 use super::steps::Label;
 use crate::directory::graph::UserPatch;
@@ -88,6 +90,8 @@ pub enum Op {
         want: String,
     },
     Resume,
+    /// Read the app user until Okta shows the link to Office 365 again (bounded).
+    LinkCheck,
     /// Read the facts the approval bound to again.
     StaleCheck,
     /// Is `current` held by another user now? If so, draw a fresh value.
