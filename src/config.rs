@@ -92,6 +92,10 @@ pub struct RepairPolicy {
     /// while it is younger than this (counted from its plan); older ones expire unexecuted.
     #[serde(with = "millis")]
     pub approved_run_max_age: Duration,
+    /// After provisioning is restored, how long the app user may be read (with backoff) for
+    /// Okta to show the user linked to Office 365 again; 0 skips the check.
+    #[serde(with = "millis")]
+    pub link_check_window: Duration,
 }
 
 impl Default for RepairPolicy {
@@ -107,6 +111,7 @@ impl Default for RepairPolicy {
             compensation_attempts: 8,
             compensation_backoff: Duration::from_millis(500),
             approved_run_max_age: Duration::from_secs(30 * 60),
+            link_check_window: Duration::from_secs(20),
         }
     }
 }

@@ -2,9 +2,11 @@
 //! chat: user-supplied text is length-capped and cannot break out of code formatting or ping.
 
 use crate::approval::Ignored;
+use crate::directory::okta::CarryOver;
 use crate::domain::strip_invisible;
 use crate::pipeline::plan::NewIdSource;
 use crate::pipeline::{Phase, Plan, RunOutcome, RunSummary, StepKind, StepOutcome, StepReport};
+use serde_json::Value;
 use std::time::Duration;
 
 /// Text from a person, made safe to echo: no mentions, no code-fence escapes, no invisible
@@ -85,6 +87,9 @@ pub fn plan_message(plan: &Plan, ttl: Duration) -> String {
         "   New ImmutableID: {} ({source})\n",
         plan.new_immutable_id
     ));
+    if let Some(c) = &plan.carry_over {
+        s.push_str(&carry_over_lines(c));
+    }
     let steps: Vec<String> = StepKind::ALL
         .iter()
         .filter(|k| plan.federated || !matches!(k, StepKind::UpnToTemporary | StepKind::UpnBack))
@@ -112,6 +117,59 @@ pub fn plan_message(plan: &Plan, ttl: Duration) -> String {
         ttl.as_secs().div_ceil(60),
         sanitize(&plan.requester.name, 64)
     ));
+    s
+}
+
+/// Longest rendering of one carried value: an app profile holds what an admin typed.
+const MAX_VALUE: usize = 200;
+
+/// What the reassignment carries over (licenses and roles, as Okta holds them) and what it leaves
+/// to Okta.
+fn carry_over_lines(c: &CarryOver) -> String {
+    let mut s = String::new();
+    if c.entitlements.is_empty() {
+        s.push_str("   Licenses and roles: Okta's app profile defines none, so Okta does not manage them and the reassignment cannot strip them\n");
+    } else {
+        let held: Vec<String> = c
+            .entitlements
+            .iter()
+            .map(|(k, v)| {
+                let shown = match v {
+                    Value::Null => "<none>".to_owned(),
+                    Value::Array(a) if a.is_empty() => "<none>".to_owned(),
+                    Value::Array(a) => a
+                        .iter()
+                        .map(|x| {
+                            x.as_str()
+                                .map(str::to_owned)
+                                .unwrap_or_else(|| x.to_string())
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    Value::String(x) => x.clone(),
+                    other => other.to_string(),
+                };
+                format!("{k}: {}", sanitize(&shown, MAX_VALUE))
+            })
+            .collect();
+        s.push_str(&format!(
+            "   Carried over to the reassignment: {}\n",
+            held.join("; ")
+        ));
+    }
+    let mut left = Vec::new();
+    if !c.mapped.is_empty() {
+        left.push(format!("{} (mapped)", c.mapped.join(", ")));
+    }
+    if !c.read_only.is_empty() {
+        left.push(format!("{} (read-only)", c.read_only.join(", ")));
+    }
+    if !left.is_empty() {
+        s.push_str(&format!(
+            "   Left to Okta: {}\n",
+            sanitize(&left.join("; "), MAX_VALUE)
+        ));
+    }
     s
 }
 

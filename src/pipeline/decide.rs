@@ -4,6 +4,8 @@
 mod entra;
 mod okta;
 
+pub(crate) use okta::reassigned;
+
 use super::outcome::Verdict;
 use super::steps::Label;
 use crate::directory::graph::UserPatch;
@@ -88,6 +90,8 @@ pub enum Op {
         want: String,
     },
     Resume,
+    /// Read the app user until Okta shows the link to Office 365 again (bounded).
+    LinkCheck,
     /// Read the facts the approval bound to again.
     StaleCheck,
     /// Is `current` held by another user now? If so, draw a fresh value.
@@ -423,5 +427,40 @@ mod tests {
             Move::Do(a) => assert_eq!(a.label, Label::CheckDeactivate),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Assigned with the new value, and the pause left with this run last out (or not).
+    fn reassigned_and_left(restored: bool) -> Vec<Record> {
+        let mut recs = ready_to_unassign();
+        let mut assign = rec(Label::Assign, Verdict::Ok);
+        assign.result = json!({"immutableId": "NEW"});
+        let mut resume = rec(Label::Resume, Verdict::Ok);
+        resume.result = json!({"restored": restored, "others": if restored { 0 } else { 1 }});
+        recs.extend([rec(Label::Unassign, Verdict::Ok), assign, resume]);
+        recs
+    }
+
+    #[test]
+    fn the_link_check_follows_the_restore_and_a_restarted_run_makes_it_too() {
+        let s = shape(false, true);
+        let mut recs = reassigned_and_left(true);
+        let is_link_check = |m: &Move<OktaDone>| {
+            matches!(
+                m,
+                Move::Do(Action {
+                    label: Label::LinkCheck,
+                    op: Op::LinkCheck,
+                    ..
+                })
+            )
+        };
+        assert!(is_link_check(&decide(&s, &recs).okta));
+        recs.push(rec(Label::Restart, Verdict::Ok));
+        assert!(is_link_check(&decide(&s, &recs).okta));
+        recs.push(rec(Label::LinkCheck, Verdict::Ok));
+        assert!(matches!(decide(&s, &recs).okta, Move::Done(_)));
+        // Provisioning still paused for other runs: Okta pushes nothing, so no check.
+        let held = reassigned_and_left(false);
+        assert!(matches!(decide(&s, &held).okta, Move::Done(_)));
     }
 }

@@ -5,7 +5,7 @@ use super::journal::ApiFailure;
 use super::refusal::{PlanError, Refusal};
 use super::Inner;
 use crate::directory::graph::{EntraUser, GraphError};
-use crate::directory::okta::{AppUser, OktaError};
+use crate::directory::okta::{carry_over, AppUser, CarryOver, OktaError};
 use crate::domain::{Actor, EntraObjectId, ImmutableId, OktaUserId, RunId, Upn};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -121,6 +121,11 @@ pub struct Plan {
     pub provisioning_before: serde_json::Value,
     /// App profile properties filled by Okta mappings; an assignment must not send them.
     pub mapped_properties: Vec<String>,
+    /// What the reassignment carries over of the app profile (licenses and roles) and what it
+    /// leaves to Okta, from the app user schema and the mappings. `None`: the Entra-only repair
+    /// (no reassignment), or a plan stored by a version that did not read the schema.
+    #[serde(default)]
+    pub carry_over: Option<CarryOver>,
     pub notes: Vec<String>,
     pub facts: Facts,
     pub fingerprint: String,
@@ -197,10 +202,11 @@ pub(crate) async fn make_plan(ctx: &Inner, req: &RepairRequest) -> Result<Plan, 
         .clone()
         .unwrap_or_else(ImmutableId::generate);
     let login = req.upn.as_str();
-    // The mappings take two calls one after the other (the list, then each mapping) and depend
-    // on nothing else: they run beside both batches of reads instead of inside the first.
+    // The app's profile rules (the schema, and the mappings: a list, then each mapping, one
+    // after the other) depend on nothing else: they run beside both batches of reads instead of
+    // inside the first, and the client reuses them briefly across plans.
     let okta = ctx.okta.clone();
-    let mappings = tokio::spawn(async move { okta.mappings_into_app().await });
+    let profile_rules = tokio::spawn(async move { okta.app_profile_rules().await });
     let (entra, dom, initial, okta_user, app_groups, feature, holders) = tokio::join!(
         ctx.graph.user_by_upn(&req.upn),
         ctx.graph.domain(&domain),
@@ -363,17 +369,18 @@ pub(crate) async fn make_plan(ctx: &Inner, req: &RepairRequest) -> Result<Plan, 
         .into());
     }
 
-    let mappings = mappings
+    let profile_rules = profile_rules
         .await
-        .map_err(|e| PlanError::Internal(format!("reading the profile mappings stopped: {e}")))?
+        .map_err(|e| {
+            PlanError::Internal(format!(
+                "reading the app user schema and profile mappings stopped: {e}"
+            ))
+        })?
         .map_err(okta_err)?
         .value;
-    let mut mapped_properties: Vec<String> = mappings
-        .iter()
-        .flat_map(|m| m.properties.keys().cloned())
-        .collect();
-    mapped_properties.sort();
-    mapped_properties.dedup();
+    let mappings = &profile_rules.mappings;
+    // Sorted and unique: the map's keys.
+    let mapped_properties: Vec<String> = profile_rules.mapped().into_keys().collect();
     let mapping = mappings.iter().find_map(|m| {
         m.properties
             .get("immutableId")
@@ -466,6 +473,16 @@ pub(crate) async fn make_plan(ctx: &Inner, req: &RepairRequest) -> Result<Plan, 
         );
     }
 
+    // Only a full repair reassigns, and so only it has a profile to carry over.
+    let carry_over = match mode {
+        RepairMode::EntraOnly => None,
+        RepairMode::Full => Some(carry_over(&app_user.profile, &profile_rules, true).map_err(
+            |problems| Refusal::ProfileNotCarried {
+                problems: problems.iter().map(ToString::to_string).collect(),
+            },
+        )?),
+    };
+
     let facts = facts_of(&entra, &dom.authentication_type, &app_user);
     let fingerprint = facts.fingerprint();
     Ok(Plan {
@@ -485,6 +502,7 @@ pub(crate) async fn make_plan(ctx: &Inner, req: &RepairRequest) -> Result<Plan, 
         mode,
         provisioning_before: feature.value.capabilities,
         mapped_properties,
+        carry_over,
         notes,
         facts,
         fingerprint,

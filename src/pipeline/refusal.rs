@@ -66,6 +66,11 @@ pub enum Refusal {
         run: RunId,
     },
     NoInitialDomain,
+    /// The app profile (licenses and roles above all) cannot go into the reassignment as held;
+    /// the rules are in [`crate::directory::okta::CarryOverProblem`].
+    ProfileNotCarried {
+        problems: Vec<String>,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -146,6 +151,11 @@ impl fmt::Display for Refusal {
             Refusal::NoInitialDomain => write!(
                 f,
                 "the tenant has no initial (onmicrosoft.com) domain to move the UPN to."
+            ),
+            Refusal::ProfileNotCarried { problems } => write!(
+                f,
+                "the user's Office 365 app profile cannot be carried over to the reassignment: {}. Reassigning without it would let Okta push other licenses and roles to Office 365 when provisioning resumes. Fix the app's profile in Okta's Profile Editor, or repair this user by hand.",
+                problems.join("; ")
             ),
         }
     }

@@ -235,6 +235,7 @@ impl<'a> Exec<'a> {
             Op::Assign { immutable_id } => self.assign(shape, &a, immutable_id, t0).await,
             Op::VerifyOkta { want } => self.verify_okta(&a, &want, t0).await,
             Op::Resume => self.resume(&a, t0).await,
+            Op::LinkCheck => self.link_check(&a).await,
             Op::DrawId { current } => self.draw(&a, &current, t0).await,
             Op::StaleCheck => self.stale_check(&a).await,
         };

@@ -32,6 +32,10 @@ pub enum Label {
     VerifyOkta,
     /// Step 9: leave the pause; the last one out restores provisioning.
     Resume,
+    /// After step 9 restored provisioning: a bounded series of reads of the app user until Okta
+    /// shows it linked to the Office 365 user again (or the window ends). A report, not a gate:
+    /// it never delays leaving the pause and never changes either system.
+    LinkCheck,
     /// Undo of the Entra half in one PATCH (original UPN, and the old ImmutableID where the run
     /// may have replaced it).
     UndoEntra,
@@ -240,6 +244,17 @@ pub const TABLE: &[StepSpec] = &[
         claim: "the run left the pause (restored exactly as snapshotted when last out)",
     },
     StepSpec {
+        label: Label::LinkCheck,
+        code: "9-link",
+        shows_as: &[],
+        lane: Lane::Okta,
+        api: "okta.get_app_user",
+        resend: Resend::Read,
+        on_refused: OnRefused::NotAWrite,
+        on_unknown: OnUnknown::Repeat,
+        claim: "the app user was read after the restore; the summary says what the reads showed",
+    },
+    StepSpec {
         label: Label::UndoEntra,
         code: "undo",
         shows_as: &[StepKind::SetImmutableId],
@@ -286,7 +301,7 @@ pub const TABLE: &[StepSpec] = &[
 ];
 
 impl Label {
-    pub const ALL: [Label; 15] = [
+    pub const ALL: [Label; 16] = [
         Label::StaleCheck,
         Label::UpnToTemporary,
         Label::SetId,
@@ -298,6 +313,7 @@ impl Label {
         Label::AssignSaved,
         Label::VerifyOkta,
         Label::Resume,
+        Label::LinkCheck,
         Label::UndoEntra,
         Label::DrawId,
         Label::Restart,

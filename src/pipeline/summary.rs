@@ -35,6 +35,14 @@ pub struct Inputs<'a> {
     pub duration: Duration,
 }
 
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
 fn show(v: Option<&str>) -> String {
     v.unwrap_or("<none>").to_owned()
 }
@@ -104,6 +112,115 @@ fn okta_value(i: &Inputs<'_>) -> (Option<String>, String) {
             "Okta may have the user UNASSIGNED from Office 365".to_owned(),
         ),
     }
+}
+
+/// What the link check's last read of the app user showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LinkState {
+    /// `syncState` SYNCHRONIZED, status PROVISIONED or ACTIVE, `externalId` the Entra object.
+    Confirmed,
+    /// Anything short of that which Okta may still move on from (SYNCING, OUT_OF_SYNC, STAGED …).
+    Pending,
+    /// `syncState` ERROR: the spec says the provisioning task must be resolved in the Admin
+    /// Console before Okta retries, so waiting longer changes nothing.
+    SyncError,
+    /// `externalId` names another Office 365 object.
+    Elsewhere,
+    /// No app user.
+    NotAssigned,
+    /// Nothing was read.
+    NotRead,
+}
+
+impl LinkState {
+    /// Whether reading again can be expected to show something else.
+    pub(crate) fn settled(self) -> bool {
+        !matches!(self, LinkState::Pending | LinkState::NotRead)
+    }
+}
+
+/// Classifies a link-check read (`{found, status, syncState, externalId}`) against the Entra
+/// object the app user must be linked to. Object ids compare case-insensitively: Graph and
+/// Okta may spell a GUID differently.
+pub(crate) fn link_state(read: &Value, entra_object: &str) -> LinkState {
+    let field = |k: &str| read.get(k).and_then(Value::as_str);
+    match read.get("found").and_then(Value::as_bool) {
+        None => return LinkState::NotRead,
+        Some(false) => return LinkState::NotAssigned,
+        Some(true) => {}
+    }
+    let external = field("externalId").filter(|x| !x.is_empty());
+    if external.is_some_and(|x| !x.eq_ignore_ascii_case(entra_object)) {
+        return LinkState::Elsewhere;
+    }
+    match (field("syncState"), field("status")) {
+        (Some("ERROR"), _) => LinkState::SyncError,
+        (Some("SYNCHRONIZED"), Some("PROVISIONED" | "ACTIVE")) if external.is_some() => {
+            LinkState::Confirmed
+        }
+        _ => LinkState::Pending,
+    }
+}
+
+/// The link check's result, as a sentence, and what a person must do about it (if anything).
+fn link_text(i: &Inputs<'_>) -> Option<(String, Option<String>)> {
+    let Some(r) = i.records.iter().rev().find(|r| r.label == Label::LinkCheck) else {
+        let skipped = crate::pipeline::decide::reassigned(&i.okta.end)
+            && matches!(
+                i.okta.provisioning,
+                Provisioning::Left {
+                    restored: false,
+                    ..
+                }
+            );
+        return skipped.then(|| {
+            (
+                "the link to Office 365 was not checked: provisioning stays paused until the other runs finish".to_owned(),
+                None,
+            )
+        });
+    };
+    let read = &r.result;
+    let shown = |k: &str| show(read.get(k).and_then(Value::as_str));
+    let state = format!(
+        "status {}, syncState {}, externalId {}",
+        shown("status"),
+        shown("syncState"),
+        shown("externalId")
+    );
+    let upn = &i.shape.upn;
+    Some(match link_state(read, i.entra_object) {
+        LinkState::Confirmed => (format!("Okta confirmed the link ({state})"), None),
+        LinkState::Pending => (format!("Okta has not synced yet (state {state})"), None),
+        LinkState::SyncError => (
+            format!("Okta's push to Office 365 failed ({state})"),
+            Some(format!(
+                "resolve the Office 365 provisioning task for {upn} in Okta's Admin Console"
+            )),
+        ),
+        LinkState::Elsewhere => (
+            format!(
+                "Okta linked the app user to another Office 365 object ({state}; the Entra user is {})",
+                i.entra_object
+            ),
+            Some(format!(
+                "check which Office 365 user Okta's app user for {upn} is linked to"
+            )),
+        ),
+        LinkState::NotAssigned => (
+            "the link check found no Office 365 app user in Okta".to_owned(),
+            None,
+        ),
+        LinkState::NotRead => (
+            format!(
+                "the link to Office 365 could not be checked ({})",
+                read.get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no read was made within the window")
+            ),
+            None,
+        ),
+    })
 }
 
 fn provisioning_state(p: &Provisioning) -> ProvisioningState {
@@ -353,6 +470,10 @@ pub fn summarize(i: &Inputs<'_>) -> RunSummary {
         "{head}. Now {entra_text}, {okta_text}; {}.",
         provisioning_text(prov)
     );
+    if let Some((text, action)) = link_text(i) {
+        message.push_str(&format!(" {}.", capitalize(&text)));
+        actions.extend(action);
+    }
     if !actions.is_empty() {
         message.push_str(&format!(" To do: {}.", actions.join("; then ")));
     }

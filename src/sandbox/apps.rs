@@ -27,7 +27,7 @@ pub(crate) fn app_user_json(st: &State, a: &AppUserRec) -> Value {
         "status": a.status,
         "statusChanged": a.status_changed,
         "passwordChanged": null,
-        "syncState": "SYNCHRONIZED",
+        "syncState": a.sync_state,
         "lastSync": a.last_updated,
         "credentials": { "userName": a.user_name },
         "profile": a.profile,
@@ -171,6 +171,9 @@ pub(crate) fn assign(st: &mut State, app: &str, ctx: &Ctx) -> Reply {
         Some(Value::Object(p)) => p.clone(),
         Some(_) => return validation("profile", "profile: must be an object."),
     };
+    if let Err(r) = check_against_schema(st, &given) {
+        return r;
+    }
     let mapped = mapped_properties(st.mapping);
     if st.mapping == MappingMode::Reject {
         if let Some((name, _)) = mapped.iter().find(|(name, _)| given.contains_key(*name)) {
@@ -200,12 +203,20 @@ pub(crate) fn assign(st: &mut State, app: &str, ctx: &Ctx) -> Reply {
             }
         }
     }
+    // A change is pushed at once while provisioning is on (or left `SYNCING` when the test holds
+    // the push back); while it is paused, the app user waits, unlinked, for the resume.
+    let (pushed, sync_state) = match (st.pushing(), st.hold_sync) {
+        (true, false) => (true, "SYNCHRONIZED"),
+        (true, true) => (false, "SYNCING"),
+        (false, _) => (false, "OUT_OF_SYNC"),
+    };
     let rec = match existing {
         Some(i) => {
             let a = &mut st.app_users[i];
             a.scope = "USER".into();
             a.profile = profile;
             a.last_updated = now;
+            a.sync_state = sync_state.into();
             if let Some(n) = user_name {
                 a.user_name = n;
             }
@@ -215,11 +226,13 @@ pub(crate) fn assign(st: &mut State, app: &str, ctx: &Ctx) -> Reply {
             let user_name = user_name.unwrap_or(login);
             let external_id = st
                 .entra_find_current(&user_name)
-                .and_then(|j| prop_str(&st.entra[j].current, "id").map(str::to_owned));
+                .and_then(|j| prop_str(&st.entra[j].current, "id").map(str::to_owned))
+                .filter(|_| pushed);
             let rec = AppUserRec {
                 user_id: user_id.to_owned(),
                 scope: "USER".into(),
-                status: "PROVISIONED".into(),
+                status: if pushed { "PROVISIONED" } else { "STAGED" }.into(),
+                sync_state: sync_state.into(),
                 external_id,
                 created: now.clone(),
                 last_updated: now.clone(),
@@ -232,6 +245,106 @@ pub(crate) fn assign(st: &mut State, app: &str, ctx: &Ctx) -> Reply {
         }
     };
     Reply::json(200, app_user_json(st, &rec))
+}
+
+/// Base attributes of the Office 365 app user schema (`definitions.base.properties`).
+fn base_schema() -> Value {
+    let rw = |title: &str| json!({ "title": title, "type": "string", "mutability": "READ_WRITE", "scope": "NONE" });
+    json!({
+        "userName": {
+            "title": "Username", "type": "string", "mutability": "READ_WRITE", "scope": "NONE",
+            "required": true, "master": { "type": "PROFILE_MASTER" }
+        },
+        "firstName": rw("First name"),
+        "lastName": rw("Last name"),
+        "email": rw("Primary email"),
+    })
+}
+
+/// The custom attributes every new sandbox starts with: the ImmutableID, licenses and roles
+/// (writable), the usage location, and one attribute Okta imports from Office 365 (read-only).
+pub(crate) fn initial_schema_custom() -> Value {
+    let array = |title: &str| {
+        json!({
+            "title": title, "type": "array", "items": { "type": "string" },
+            "mutability": "READ_WRITE", "scope": "NONE", "master": { "type": "PROFILE_MASTER" }
+        })
+    };
+    json!({
+        "immutableId": {
+            "title": "ImmutableID", "type": "string", "mutability": "READ_WRITE", "scope": "NONE",
+            "master": { "type": "PROFILE_MASTER" }
+        },
+        "licenses": array("Licenses"),
+        "roles": array("Roles"),
+        "usageLocation": {
+            "title": "Usage location", "type": "string", "mutability": "READ_WRITE", "scope": "NONE"
+        },
+        "lastSignInDateTime": {
+            "title": "Last sign-in (imported from Office 365)", "type": "string",
+            "mutability": "READ_ONLY", "scope": "NONE", "master": { "type": "PROFILE_MASTER" }
+        },
+    })
+}
+
+fn schema_attribute<'a>(st: &'a State, base: &'a Value, name: &str) -> Option<&'a Value> {
+    base.get(name).or_else(|| st.app_schema_custom.get(name))
+}
+
+/// An assignment's profile against the schema: a property it does not define, or one it makes
+/// read-only, is refused as Okta refuses an invalid profile (`E0000001`).
+fn check_against_schema(st: &State, given: &Map<String, Value>) -> Result<(), Reply> {
+    let base = base_schema();
+    for (name, v) in given.iter().filter(|(_, v)| !v.is_null()) {
+        let cause = match schema_attribute(st, &base, name) {
+            None => format!(
+                "profile.{name}: Property name '{name}' is not defined in the app user schema"
+            ),
+            Some(a) if a.get("mutability").and_then(Value::as_str) == Some("READ_ONLY") => {
+                format!("profile.{name}: '{name}' is read-only and cannot be set (value {v})")
+            }
+            Some(_) => continue,
+        };
+        return Err(validation("profile", &cause));
+    }
+    Ok(())
+}
+
+/// `GET /api/v1/meta/schemas/apps/{appId}/default` (`getApplicationUserSchema`): a `UserSchema`.
+pub(crate) fn app_user_schema(st: &State, app: &str) -> Reply {
+    if let Err(r) = check_app(st, app) {
+        return r;
+    }
+    let id = format!("{}/meta/schemas/apps/{}/default", st.okta_base, st.app_id);
+    Reply::json(
+        200,
+        json!({
+            "id": id,
+            "$schema": "http://json-schema.org/draft-04/schema#",
+            "name": "office365",
+            "title": "Microsoft Office 365 User",
+            "created": "2023-01-10T08:00:00.000Z",
+            "lastUpdated": "2023-01-10T08:00:00.000Z",
+            "definitions": {
+                "base": {
+                    "id": "#base", "type": "object",
+                    "properties": base_schema(), "required": ["userName"]
+                },
+                "custom": {
+                    "id": "#custom", "type": "object",
+                    "properties": st.app_schema_custom, "required": []
+                }
+            },
+            "type": "object",
+            "properties": {
+                "profile": { "allOf": [
+                    { "$ref": "#/definitions/custom" },
+                    { "$ref": "#/definitions/base" }
+                ] }
+            },
+            "_links": { "self": { "href": format!("{}/api/v1/meta/schemas/apps/{}/default", st.okta_base, st.app_id), "method": "GET", "type": "application/json" } }
+        }),
+    )
 }
 
 /// `GET /api/v1/apps/{appId}`.

@@ -278,6 +278,23 @@ impl Sandbox {
     pub fn set_okta_rate_limit(&self, limit: u32, window: Duration) {
         self.state().rate = ratelimit::RateLimiter::new(limit, window);
     }
+    /// Whether Okta's push to Office 365 is held back: app users assigned or changed from now on
+    /// stay `SYNCING` (unlinked) even once provisioning resumes, as when Office 365 is slow.
+    pub fn set_hold_sync(&self, hold: bool) {
+        self.state().hold_sync = hold;
+    }
+    /// Sets the `mutability` (`READ_ONLY`, `READ_WRITE`, …) of a custom attribute of the app
+    /// user schema, as an admin would in the Profile Editor. `false` if there is no such attribute.
+    pub fn set_app_schema_mutability(&self, attribute: &str, mutability: &str) -> bool {
+        let mut st = self.state();
+        match st.app_schema_custom.get_mut(attribute) {
+            Some(a) => {
+                a["mutability"] = Value::String(mutability.to_owned());
+                true
+            }
+            None => false,
+        }
+    }
     /// Forget the calls recorded so far.
     pub fn reset_calls(&self) {
         self.state().calls.clear();
@@ -330,7 +347,7 @@ impl Sandbox {
             id: a.user_id.clone(),
             scope: a.scope.clone(),
             status: a.status.clone(),
-            sync_state: Some("SYNCHRONIZED".into()),
+            sync_state: Some(a.sync_state.clone()),
             external_id: a.external_id.clone(),
             credentials: Some(AppUserCredentials {
                 user_name: Some(a.user_name.clone()),

@@ -129,5 +129,6 @@ pub(crate) fn put_feature(st: &mut State, app: &str, name: &str, ctx: &Ctx) -> R
     }
     merge(&mut st.capabilities, &Value::Object(patch));
     st.provisioning_writes.push(st.capabilities.clone());
+    st.push_pending();
     Reply::json(200, feature_json(st))
 }

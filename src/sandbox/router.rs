@@ -56,6 +56,7 @@ enum Endpoint {
     GetApp(String),
     GetFeature(String, Option<String>),
     PutFeature(String, String),
+    AppUserSchema(String),
     OktaUnknown,
     Unknown,
 }
@@ -119,6 +120,9 @@ impl Endpoint {
                     (Method::PUT, ["apps", app, "features", f]) => {
                         Self::PutFeature(own(app), own(f))
                     }
+                    (Method::GET, ["meta", "schemas", "apps", app, "default"]) => {
+                        Self::AppUserSchema(own(app))
+                    }
                     _ => Self::OktaUnknown,
                 };
                 (ep, rel)
@@ -164,6 +168,7 @@ impl Endpoint {
             Self::GetApp(_) => "okta.get_app",
             Self::GetFeature(..) => "okta.get_feature",
             Self::PutFeature(..) => "okta.put_feature",
+            Self::AppUserSchema(_) => "okta.get_app_user_schema",
             Self::OktaUnknown => "okta.unknown",
             Self::Unknown => "unknown",
         }
@@ -441,6 +446,7 @@ fn serve_okta(st: &mut State, ep: &Endpoint, ctx: &Ctx) -> Reply {
             | Endpoint::Assign(_)
             | Endpoint::GetFeature(..)
             | Endpoint::PutFeature(..)
+            | Endpoint::AppUserSchema(_)
     );
     if app_scoped && !st.okta_app_admin {
         return okta::error(
@@ -472,6 +478,7 @@ fn serve_okta(st: &mut State, ep: &Endpoint, ctx: &Ctx) -> Reply {
         Endpoint::GetMapping(id) => okta::get_mapping(st, id),
         Endpoint::GetFeature(app, name) => provisioning::get_feature(st, app, name.as_deref()),
         Endpoint::PutFeature(app, name) => provisioning::put_feature(st, app, name, ctx),
+        Endpoint::AppUserSchema(app) => apps::app_user_schema(st, app),
         _ => okta::not_found(&ctx.rel_path, "Endpoint"),
     }
 }

@@ -35,6 +35,7 @@ pub const OPERATIONS: &[&str] = &[
     "okta.get_mapping",
     "okta.get_feature",
     "okta.put_feature",
+    "okta.get_app_user_schema",
 ];
 
 /// Graph application permissions the bot's app is granted by default.
@@ -79,6 +80,12 @@ pub const ISAIAH: &str = "isaiah@contoso.com";
 pub const BREAKGLASS: &str = "breakglass@contoso.com";
 /// ImmutableID with `+` and `/`, the same in Entra and Okta.
 pub const PLUSID: &str = "plusid@contoso.com";
+/// Federated, Entra and Okta disagree; the app profile holds two licenses, two roles and a
+/// read-only attribute Okta imported from Office 365 ([`PRIYA_LAST_SIGN_IN`]).
+pub const PRIYA: &str = "priya@contoso.com";
+/// Federated, Entra and Okta disagree; the app profile holds an attribute the app user schema no
+/// longer defines ([`QUINN_UNDEFINED_ATTRIBUTE`]), so it cannot be carried over.
+pub const QUINN: &str = "quinn@contoso.com";
 
 pub const ADELE_OKTA_IMMUTABLE_ID: &str = "DicTZZ4mN02yp03kUua0OA==";
 pub const MEGAN_ENTRA_IMMUTABLE_ID: &str = "zHX2NueB9U6o4l2UDtkEdQ==";
@@ -99,6 +106,16 @@ pub const ISAIAH_ENTRA_IMMUTABLE_ID: &str = "XhMCyrGS8kOO3g16w7rqng==";
 pub const ISAIAH_OKTA_IMMUTABLE_ID: &str = "QkISV1FQzEGRf5rK4B9QVw==";
 pub const BREAKGLASS_ENTRA_IMMUTABLE_ID: &str = "stajEAWqGkGycVlFeV6CKQ==";
 pub const BREAKGLASS_OKTA_IMMUTABLE_ID: &str = "y21CT5SzNku7LUIPD4gICw==";
+pub const PRIYA_ENTRA_IMMUTABLE_ID: &str = "2v9pXhYq3k6cR1m0Zb4T8w==";
+pub const PRIYA_OKTA_IMMUTABLE_ID: &str = "9Ck1mQe7W0uYpL3sVb6N2g==";
+pub const PRIYA_LICENSES: &[&str] = &["ENTERPRISEPACK", "EMS"];
+pub const PRIYA_ROLES: &[&str] = &["User", "Helpdesk Administrator"];
+/// The read-only `lastSignInDateTime` priya's app profile holds.
+pub const PRIYA_LAST_SIGN_IN: &str = "2024-05-02T08:11:00.000Z";
+pub const QUINN_ENTRA_IMMUTABLE_ID: &str = "b0Jz4yWc2kq8QnS1xE5fHg==";
+pub const QUINN_OKTA_IMMUTABLE_ID: &str = "Xq7mR2pK9UeA3cT6wN1bLw==";
+/// The attribute quinn's app profile holds that the schema does not define.
+pub const QUINN_UNDEFINED_ATTRIBUTE: &str = "legacyLicenseGroup";
 /// GUID 65dc9f50-3f63-4f83-bd05-61e6211c70cf.
 pub const PLUSID_IMMUTABLE_ID: &str = "UJ/cZWM/g0+9BWHmIRxwzw==";
 
@@ -241,6 +258,7 @@ impl Builder {
             user_id: okta_id.to_owned(),
             scope: scope.to_owned(),
             status: "PROVISIONED".into(),
+            sync_state: "SYNCHRONIZED".into(),
             external_id,
             created: SEEDED_AT.into(),
             last_updated: SEEDED_AT.into(),
@@ -248,6 +266,12 @@ impl Builder {
             user_name: user_name.to_owned(),
             profile,
         });
+    }
+
+    fn set_app_profile(&mut self, okta_id: &str, name: &str, value: Value) {
+        if let Some(a) = self.st.app_users.iter_mut().find(|a| a.user_id == okta_id) {
+            a.profile.insert(name.to_owned(), value);
+        }
     }
 
     fn group(&mut self, kind: &'static str, name: &str, description: &str) -> String {
@@ -332,6 +356,8 @@ pub(crate) fn build(opts: &SandboxOptions, origin: &str, secrets: Secrets) -> St
         app_groups: Vec::new(),
         app_users: Vec::new(),
         capabilities: initial_capabilities(),
+        app_schema_custom: super::apps::initial_schema_custom(),
+        hold_sync: false,
         provisioning_writes: Vec::new(),
         deprovisions: Vec::new(),
         tokens: TokenStore::default(),
@@ -485,6 +511,25 @@ pub(crate) fn build(opts: &SandboxOptions, origin: &str, secrets: Secrets) -> St
         PLUSID_IMMUTABLE_ID,
     );
 
+    let (_, priya) = b.both(
+        PRIYA,
+        "Priya",
+        "Raman",
+        Some(PRIYA_ENTRA_IMMUTABLE_ID),
+        PRIYA_OKTA_IMMUTABLE_ID,
+    );
+    b.set_app_profile(&priya, "licenses", json!(PRIYA_LICENSES));
+    b.set_app_profile(&priya, "roles", json!(PRIYA_ROLES));
+    b.set_app_profile(&priya, "lastSignInDateTime", json!(PRIYA_LAST_SIGN_IN));
+    let (_, quinn) = b.both(
+        QUINN,
+        "Quinn",
+        "Foster",
+        Some(QUINN_ENTRA_IMMUTABLE_ID),
+        QUINN_OKTA_IMMUTABLE_ID,
+    );
+    b.set_app_profile(&quinn, QUINN_UNDEFINED_ATTRIBUTE, json!("E3-Legacy"));
+
     for n in 1..=opts.ordinary_users {
         let upn = ordinary_upn(n);
         let iid = ordinary_immutable_id(n);
@@ -503,6 +548,10 @@ mod tests {
             ADELE_OKTA_IMMUTABLE_ID,
             MEGAN_ENTRA_IMMUTABLE_ID,
             PLUSID_IMMUTABLE_ID,
+            PRIYA_ENTRA_IMMUTABLE_ID,
+            PRIYA_OKTA_IMMUTABLE_ID,
+            QUINN_ENTRA_IMMUTABLE_ID,
+            QUINN_OKTA_IMMUTABLE_ID,
         ] {
             ImmutableId::parse_value(v).unwrap();
         }

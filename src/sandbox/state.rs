@@ -58,6 +58,8 @@ pub(crate) struct AppUserRec {
     pub user_id: String,
     pub scope: String,
     pub status: String,
+    /// `SYNCHRONIZED`, `SYNCING`, `OUT_OF_SYNC` (assigned while provisioning was paused), …
+    pub sync_state: String,
     pub external_id: Option<String>,
     pub created: String,
     pub last_updated: String,
@@ -93,6 +95,10 @@ pub(crate) struct State {
     pub app_groups: Vec<AppGroupRec>,
     pub app_users: Vec<AppUserRec>,
     pub capabilities: Value,
+    /// The app user schema's `definitions.custom.properties`.
+    pub app_schema_custom: Value,
+    /// App users stay `SYNCING` when provisioning resumes instead of being linked at once.
+    pub hold_sync: bool,
     pub provisioning_writes: Vec<Value>,
     pub deprovisions: Vec<String>,
 
@@ -213,6 +219,42 @@ impl State {
             .pointer("/update/lifecycleDeactivate/status")
             .and_then(Value::as_str)
             == Some("ENABLED")
+    }
+
+    /// Whether Okta pushes new and changed app users to Office 365 (create and profile update
+    /// on): what a resumed provisioning does.
+    pub(crate) fn pushing(&self) -> bool {
+        let on = |p: &str| self.capabilities.pointer(p).and_then(Value::as_str) == Some("ENABLED");
+        on("/create/lifecycleCreate/status") && on("/update/profile/status")
+    }
+
+    /// Okta's background push: every app user not yet synchronized is linked to its Office 365
+    /// user (status `PROVISIONED`, `externalId` = the Entra object id), unless `hold_sync` keeps
+    /// it `SYNCING`.
+    pub(crate) fn push_pending(&mut self) {
+        if !self.pushing() {
+            return;
+        }
+        for i in 0..self.app_users.len() {
+            if self.app_users[i].sync_state == "SYNCHRONIZED" {
+                continue;
+            }
+            if self.hold_sync {
+                self.app_users[i].sync_state = "SYNCING".into();
+                continue;
+            }
+            let entra_id = self
+                .entra_find_current(&self.app_users[i].user_name)
+                .and_then(|j| prop_str(&self.entra[j].current, "id").map(str::to_owned));
+            let a = &mut self.app_users[i];
+            if let Some(id) = entra_id {
+                a.external_id = Some(id);
+                a.status = "PROVISIONED".into();
+                a.sync_state = "SYNCHRONIZED".into();
+            } else {
+                a.sync_state = "ERROR".into();
+            }
+        }
     }
 
     pub(crate) fn set_deactivate(&mut self, enabled: bool) {

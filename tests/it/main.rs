@@ -10,6 +10,7 @@ mod engine_model;
 mod engine_rules;
 mod fake_discord;
 mod harness;
+mod okta_fidelity;
 mod ops;
 mod pause;
 mod pipeline;

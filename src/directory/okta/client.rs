@@ -3,7 +3,8 @@
 use super::link::next_link;
 use super::pacing::{bucket_of, throttled_until, Pacer, RateHeaders};
 use super::{
-    AppGroup, AppUser, AssignAppUser, Feature, OktaError, OktaGroup, OktaUser, ProfileMapping,
+    AppGroup, AppProfileRules, AppUser, AppUserSchema, AssignAppUser, Feature, OktaError,
+    OktaGroup, OktaUser, ProfileMapping,
 };
 use crate::directory::retry::{self, epoch_now, parse_retry_after, Attempt, AttemptCtx, GiveUp};
 use crate::directory::{HttpSettings, Reply};
@@ -15,7 +16,7 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Semaphore;
 use url::Url;
 
@@ -38,6 +39,11 @@ const MAX_PAGES: usize = 1_000;
 /// Requests in flight at once. Okta also limits concurrent requests per org (~75), shared with
 /// every other integration; staying well below keeps a burst of repairs from tripping it.
 const MAX_CONCURRENT: usize = 32;
+
+/// How long the app user schema and the mappings into the app are reused. They change only when
+/// an admin edits the app's profile, and a plan is approved on what it showed; a minute spares
+/// a burst of plans three calls each without hiding an edit for long.
+pub const PROFILE_RULES_TTL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct OktaConfig {
@@ -64,6 +70,8 @@ struct Inner {
     concurrency: Semaphore,
     calls: AtomicU64,
     throttled: AtomicU64,
+    /// The app's profile rules and when they were read (the client serves one app).
+    profile_rules: std::sync::Mutex<Option<(Instant, AppProfileRules)>>,
 }
 
 /// Which failures a request may be retried after.
@@ -112,6 +120,7 @@ impl OktaClient {
                 concurrency: Semaphore::new(MAX_CONCURRENT),
                 calls: AtomicU64::new(0),
                 throttled: AtomicU64::new(0),
+                profile_rules: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -258,6 +267,47 @@ impl OktaClient {
             value: full,
             request_id: list.request_id,
         })
+    }
+
+    /// `GET /api/v1/meta/schemas/apps/{appId}/default` (`getApplicationUserSchema`).
+    pub async fn app_user_schema(&self) -> Result<Reply<AppUserSchema>, OktaError> {
+        let url = self.url(&["meta", "schemas", "apps", &self.inner.app_id, "default"]);
+        let raw: Reply<serde_json::Value> = self.get(url).await?;
+        let schema = AppUserSchema::from_json(&raw.value).map_err(OktaError::Decode)?;
+        Ok(Reply {
+            value: schema,
+            request_id: raw.request_id,
+        })
+    }
+
+    /// The app user schema and the mappings into the app, read together (concurrently) and
+    /// reused for [`PROFILE_RULES_TTL`]. `request_id` is `None` when served from the cache.
+    pub async fn app_profile_rules(&self) -> Result<Reply<AppProfileRules>, OktaError> {
+        if let Some(rules) = self.cached_profile_rules() {
+            return Ok(Reply {
+                value: rules,
+                request_id: None,
+            });
+        }
+        let (schema, mappings) = tokio::join!(self.app_user_schema(), self.mappings_into_app());
+        let rules = AppProfileRules {
+            schema: schema?.value,
+            mappings: mappings?.value,
+        };
+        if let Ok(mut slot) = self.inner.profile_rules.lock() {
+            *slot = Some((Instant::now(), rules.clone()));
+        }
+        Ok(Reply {
+            value: rules,
+            request_id: None,
+        })
+    }
+
+    fn cached_profile_rules(&self) -> Option<AppProfileRules> {
+        let slot = self.inner.profile_rules.lock().ok()?;
+        slot.as_ref()
+            .filter(|(at, _)| at.elapsed() < PROFILE_RULES_TTL)
+            .map(|(_, r)| r.clone())
     }
 
     /// `GET /api/v1/apps/{appId}`: the app instance (`name`, `label`, `status`), for

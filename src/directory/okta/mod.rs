@@ -5,10 +5,15 @@ mod error;
 mod link;
 mod model;
 mod pacing;
+mod profile;
 
-pub use client::{OktaClient, OktaConfig};
+pub use client::{OktaClient, OktaConfig, PROFILE_RULES_TTL};
 pub use error::OktaError;
 pub use model::{
     AppGroup, AppUser, AppUserCredentials, AssignAppUser, Feature, OktaGroup, OktaUser,
     ProfileMapping,
+};
+pub use profile::{
+    carry_over, AppProfileRules, AppUserSchema, CarryOver, CarryOverProblem, SchemaAttribute,
+    ENTITLEMENT_ATTRIBUTES, IMMUTABLE_ID,
 };

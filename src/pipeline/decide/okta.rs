@@ -1,5 +1,6 @@
 //! The Okta lane: the pause (opened alongside the Entra half), the Deactivate re-check before
-//! each unassign, the unassign, the assign or the saved profile, and leaving the pause.
+//! each unassign, the unassign, the assign or the saved profile, leaving the pause, and the check
+//! that Okta linked the user again.
 
 use super::{Action, EntraEnd, Move, OktaDone, OktaEnd, Op, Provisioning, Shape, View};
 use crate::pipeline::outcome::Verdict;
@@ -62,18 +63,35 @@ pub(super) fn okta_lane(s: &Shape, v: &View, entra: &Move<EntraEnd>) -> Move<Okt
     match View::last_in(since_park, Label::Resume) {
         None => okta_act(Label::Resume, 0, Op::Resume),
         Some(r) if r.died => okta_act(Label::Resume, 0, Op::Resume),
-        Some(r) => Move::Done(OktaDone {
-            end,
-            provisioning: if r.verdict == Verdict::Ok {
+        Some(r) => {
+            let provisioning = if r.verdict == Verdict::Ok {
                 Provisioning::Left {
                     restored: r.result.get("restored") == Some(&Value::Bool(true)),
                     others: r.result.get("others").and_then(Value::as_u64).unwrap_or(0) as usize,
                 }
             } else {
                 Provisioning::NotRestored
-            },
-        }),
+            };
+            // After the restore, never before it: the pause is released first. A run restarted
+            // between the restore and the check finds no check in its journal and makes it.
+            if needs_link_check(&end, &provisioning) && v.last(Label::LinkCheck).is_none() {
+                return okta_act(Label::LinkCheck, 0, Op::LinkCheck);
+            }
+            Move::Done(OktaDone { end, provisioning })
+        }
     }
+}
+
+/// Whether Okta can be expected to link the user again now: the run reassigned them and its
+/// leaving restored provisioning. While other runs hold the pause, Okta pushes nothing, so a
+/// check would only wait out its window; the summary says it was not made.
+pub(crate) fn needs_link_check(end: &OktaEnd, provisioning: &Provisioning) -> bool {
+    reassigned(end) && matches!(provisioning, Provisioning::Left { restored: true, .. })
+}
+
+/// Whether the run assigned the user again (new value or saved profile).
+pub(crate) fn reassigned(end: &OktaEnd) -> bool {
+    matches!(end, OktaEnd::Assigned { .. } | OktaEnd::SavedProfile)
 }
 
 enum Progress {

@@ -11,8 +11,9 @@ use crate::pipeline::outcome::{Verdict, OKTA_NOT_FOUND};
 use crate::pipeline::pause::Left;
 use crate::pipeline::report::{Phase, StepKind, StepOutcome, StepReport};
 use crate::pipeline::steps::Label;
+use crate::pipeline::summary::link_state;
 use serde_json::{json, Value};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 impl Exec<'_> {
     pub(super) async fn pause(&self, a: &Action, t0: Instant) -> (Record, Vec<StepReport>) {
@@ -197,8 +198,13 @@ impl Exec<'_> {
     fn assign_body(&self, immutable_id: Option<String>) -> AssignAppUser {
         let plan = self.plan;
         let mut profile = plan.app_user_before.profile.clone();
-        // Mapped properties are filled by Okta; sending them fails the assignment.
-        profile.retain(|k, _| !plan.mapped_properties.iter().any(|m| m == k));
+        // Mapped properties are filled by Okta, and read-only ones come from the app: sending
+        // either fails the assignment. Everything else, licenses and roles above all, goes back
+        // as it was.
+        profile.retain(|k, _| {
+            !plan.mapped_properties.iter().any(|m| m == k)
+                && !plan.carry_over.as_ref().is_some_and(|c| c.omits(k))
+        });
         match immutable_id {
             Some(id) => {
                 profile.insert("immutableId".into(), Value::String(id));
@@ -420,5 +426,77 @@ impl Exec<'_> {
             vec![],
         );
         (record, vec![report])
+    }
+}
+
+/// Reads of the link check, whatever the window: with backoff from `verify_interval`, a handful
+/// cover the window, and a window set very long cannot turn into a flood of reads.
+const MAX_LINK_READS: u32 = 8;
+/// The longest wait between two reads.
+const MAX_LINK_BACKOFF: Duration = Duration::from_secs(5);
+
+impl Exec<'_> {
+    /// Reads the app user until Okta shows it linked to the Entra user, or shows a state that
+    /// will not change by itself (a sync error, another object, no app user), or the window
+    /// ends. Each read is cut off at the window's end, so the check can never outlast it; its
+    /// failures are recorded as what was (not) read and never fail a step.
+    pub(super) async fn link_check(&self, a: &Action) -> (Record, Vec<StepReport>) {
+        let policy = &self.ctx.policy;
+        let started = tokio::time::Instant::now();
+        let deadline = started + policy.link_check_window;
+        let mut wait = policy.verify_interval.max(Duration::from_millis(10));
+        let mut reads = 0u32;
+        let mut last: Option<Value> = None;
+        let mut error: Option<String> = None;
+        let mut request_id: Option<String> = None;
+        for _ in 0..MAX_LINK_READS {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(left, self.ctx.okta.app_user(&self.plan.okta_user_id)).await
+            {
+                Ok(Ok(r)) => {
+                    reads += 1;
+                    request_id = r.request_id.or(request_id);
+                    let read = match &r.value {
+                        Some(u) => json!({
+                            "found": true,
+                            "status": u.status,
+                            "syncState": u.sync_state,
+                            "externalId": u.external_id,
+                        }),
+                        None => json!({"found": false}),
+                    };
+                    let state = link_state(&read, self.plan.entra_id.as_str());
+                    last = Some(read);
+                    error = None;
+                    if state.settled() {
+                        break;
+                    }
+                }
+                Ok(Err(e)) => error = Some(ApiFailure::from_okta(&e).to_string()),
+                Err(_) => error = Some("no answer before the window ended".into()),
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left <= wait {
+                break;
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(MAX_LINK_BACKOFF);
+        }
+        let mut result = last.unwrap_or_else(|| json!({}));
+        result["reads"] = json!(reads);
+        result["error"] = json!(error);
+        result["seconds"] = json!((started.elapsed().as_millis() as f64 / 100.0).round() / 10.0);
+        let rec = self.check(
+            a,
+            self.plan.okta_user_id.as_str(),
+            Verdict::Ok,
+            None,
+            request_id.as_deref(),
+            result,
+        );
+        (rec, vec![])
     }
 }
