@@ -425,3 +425,84 @@ async fn a_429_is_waited_out_as_graph_says_and_never_reaches_the_caller() {
         );
     }
 }
+
+#[tokio::test]
+async fn concurrent_repairs_under_a_small_quota_never_see_a_429_in_a_step() {
+    let sb = sandbox().await;
+    sb.set_graph_write_limit(5, Duration::from_secs(1));
+    let g = graph_with_budget(
+        &sb,
+        WriteBudget {
+            writes: 4,
+            window: Duration::from_secs(1),
+        },
+    );
+    let e = engine_with(&sb, g);
+    let mut set = tokio::task::JoinSet::new();
+    for n in 1..=6 {
+        let req = RepairRequest::parse(
+            Actor::new("u-alice", "alice"),
+            &ordinary_upn(n),
+            None,
+            Some("test"),
+        )
+        .expect("input");
+        let p = e.plan(&req).await.expect("plan");
+        assert!(e.mark_approved(p.run).unwrap());
+        let e = e.clone();
+        set.spawn(async move { e.execute(&p, &Reporter::discard()).await });
+    }
+    while let Some(s) = set.join_next().await {
+        let s = s.expect("the run task ends");
+        assert_eq!(
+            s.outcome,
+            o365_fixbot::pipeline::RunOutcome::Repaired,
+            "{s:?}"
+        );
+    }
+    assert_eq!(sb.graph_throttled(), 0);
+    // Federated users: step 1 and steps 2 + 3, two PATCHes per repair, all paced.
+    assert_eq!(calls_of(&sb, "graph.update_user"), 12);
+}
+
+#[tokio::test]
+async fn the_console_status_of_a_run_shows_both_request_ids_of_each_write() {
+    use o365_fixbot::approval::ApprovalPolicy;
+    use o365_fixbot::chat::console::Console;
+    use o365_fixbot::config::{Config, EMBEDDED_DEFAULT};
+    let config = Config::parse(EMBEDDED_DEFAULT, std::path::Path::new("default.toml")).unwrap();
+    let sb = sandbox().await;
+    let dir = temp_dir();
+    let engine = o365_fixbot::demo::sandbox_engine(&config, &sb, &dir).unwrap();
+    let mut console = Console::new(
+        engine.clone(),
+        ApprovalPolicy::from(&config.approval),
+        config.console.people.clone(),
+        Some(&sb),
+        Vec::new(),
+    );
+    console
+        .run_script("alice: /fix-immutable-id user:megan@contoso.com\nbob: approve\n")
+        .await;
+    let run = engine.store().recent_runs(1).unwrap().remove(0);
+    console
+        .handle_line(&format!("alice: /fix-status {}", &run.id[..8]))
+        .await;
+    let out = String::from_utf8(console.into_output()).unwrap();
+    let status = &out[out.rfind("alice: /fix-status").expect("status asked")..];
+    let journal = engine.store().journal(&run.id).unwrap();
+    let writes: Vec<_> = journal
+        .iter()
+        .filter(|j| j.api == "graph.update_user")
+        .collect();
+    assert_eq!(writes.len(), 2, "{journal:?}");
+    for w in writes {
+        let crid = w.client_request_id.as_deref().expect("journalled");
+        let rid = w.request_id.as_deref().expect("answered");
+        assert!(
+            status.contains(&format!("client-request-id {crid} · request-id {rid}")),
+            "{status}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
