@@ -53,6 +53,9 @@ pub struct GraphSettings {
     pub graph_base: Url,
     pub tenant_id: String,
     pub client_id: String,
+    /// Client-side pace of Graph writes, under Graph's per-app write quota.
+    #[serde(default)]
+    pub write_budget: crate::directory::graph::WriteBudget,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -462,6 +465,7 @@ impl Config {
             client_secret,
             scope: format!("https://{host}/.default"),
             http: self.http.clone(),
+            write_budget: self.graph.write_budget.clone(),
         }
     }
 

@@ -5,7 +5,7 @@
 //! alice: /fix-immutable-id user:adele@contoso.com [immutable_id:<GUID or value>] [reason:<text>]
 //! bob: react ✅ [run]          (also: react ❌, approve, reject; run defaults to the latest)
 //! alice: /cancel [run]
-//! alice: /fix-status
+//! alice: /fix-status [run]   (a run: its journal, with both request ids of each write)
 //! sandbox: fail <operation> <nth> <status> <code>   (sandbox only: inject a fault)
 //! sandbox: applyfail <operation> <nth> <status> <code>   (sandbox only: the call is made, then
 //!                                                    answered with that error)
@@ -17,7 +17,7 @@
 //! console, and the name may be left out (`/fix-immutable-id …`, `approve`).
 
 use super::os_user::OsUser;
-use super::render::{ignored_line, plan_message, sanitize, step_line, summary_line};
+use super::render::{ignored_line, journal_line, plan_message, sanitize, step_line, summary_line};
 use crate::approval::{ApprovalPolicy, PendingApproval, Verdict, Vote};
 use crate::domain::{Actor, RunId, RunState};
 use crate::ops::shutdown::{Lifecycle, Signals};
@@ -240,6 +240,7 @@ impl<'a, W: Write> Console<'a, W> {
                 self.react(actor, &roles, vote, run.trim()).await;
             }
             "/cancel" => self.cancel(actor, &roles, rest.trim()),
+            "/fix-status" if !rest.trim().is_empty() => self.status_of(rest.trim()),
             "/fix-status" => self.status(),
             other => self.say(&format!(
                 "unknown command `{}`; try /fix-immutable-id, react, /cancel or /fix-status.",
@@ -607,6 +608,43 @@ impl<'a, W: Write> Console<'a, W> {
             "🛑 cancelled by {}; nothing was changed.",
             actor.name
         ));
+    }
+
+    /// One run and its journal, found by a prefix of its id.
+    fn status_of(&mut self, key: &str) {
+        let key = key.to_ascii_lowercase();
+        if key.len() < 4 || !key.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            return self.say("give a run id, or at least its first 4 characters.");
+        }
+        let store = self.engine.store();
+        let rows = match store.runs_by_prefix(&key) {
+            Ok(r) => r,
+            Err(e) => return self.say(&format!("could not read the store: {e:#}")),
+        };
+        let row = match rows.as_slice() {
+            [one] => one,
+            [] => return self.say(&format!("no run starts with `{}`.", sanitize(&key, 40))),
+            many => {
+                return self.say(&format!(
+                    "{} runs start with `{}`; give more characters.",
+                    many.len(),
+                    sanitize(&key, 40)
+                ))
+            }
+        };
+        let mut lines = vec![format!(
+            "run {} {} {} (by {})",
+            &row.id[..8.min(row.id.len())],
+            sanitize(&row.upn, 100),
+            row.state,
+            sanitize(&row.requester_name, 64)
+        )];
+        match store.journal(&row.id) {
+            Ok(entries) if entries.is_empty() => lines.push("no writes were made.".into()),
+            Ok(entries) => lines.extend(entries.iter().map(journal_line)),
+            Err(e) => lines.push(format!("the journal could not be read: {e:#}")),
+        }
+        self.say(&lines.join("\n   "));
     }
 
     fn status(&mut self) {

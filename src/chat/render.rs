@@ -6,6 +6,7 @@ use crate::directory::okta::CarryOver;
 use crate::domain::strip_invisible;
 use crate::pipeline::plan::NewIdSource;
 use crate::pipeline::{Phase, Plan, RunOutcome, RunSummary, StepKind, StepOutcome, StepReport};
+use crate::store::JournalEntry;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -311,6 +312,29 @@ pub fn ignored_line(who: &str, reason: Ignored) -> String {
         "ℹ {}'s reaction does not count: {}.",
         sanitize(who, 64),
         reason.explain()
+    )
+}
+
+/// One journalled write for `/fix-status <run>`: step, API, outcome, and both request ids, the
+/// one the bot sent (`client-request-id`, journalled before the call) and the service's own
+/// (`request-id`, `X-Okta-Request-Id`, from its answer), so either side can be traced.
+pub fn journal_line(j: &JournalEntry) -> String {
+    let id = |label: &str, v: &Option<String>| {
+        v.as_deref()
+            .map(|r| format!(" · {label} {}", sanitize(r, 64)))
+            .unwrap_or_default()
+    };
+    format!(
+        "step {} · {} · {}{}{}{}",
+        sanitize(&j.step, 16),
+        sanitize(&j.api, 64),
+        sanitize(j.outcome.as_deref().unwrap_or("no outcome recorded"), 64),
+        j.error_code
+            .as_deref()
+            .map(|c| format!(" [{}]", sanitize(c, 64)))
+            .unwrap_or_default(),
+        id("client-request-id", &j.client_request_id),
+        id("request-id", &j.request_id),
     )
 }
 

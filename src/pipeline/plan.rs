@@ -318,8 +318,10 @@ pub(crate) async fn make_plan(ctx: &Inner, req: &RepairRequest) -> Result<Plan, 
         return Err(Refusal::DirectoryRole {
             roles: roles
                 .iter()
-                .map(|r| r.display_name.clone().unwrap_or_else(|| r.id.clone()))
+                .filter_map(|r| r.name())
+                .map(str::to_owned)
                 .collect(),
+            unnamed: roles.iter().filter(|r| r.name().is_none()).count(),
         }
         .into());
     }

@@ -26,7 +26,11 @@ pub enum Refusal {
         upn: String,
     },
     DirectoryRole {
+        /// Display names of the roles held, directly or through a group.
         roles: Vec<String>,
+        /// Roles Graph returned without a name: the app may not read directory roles.
+        #[serde(default)]
+        unnamed: usize,
     },
     NotInOkta {
         upn: String,
@@ -97,11 +101,24 @@ impl fmt::Display for Refusal {
                 f,
                 "{upn} is synced from on-premises AD (onPremisesSyncEnabled). Entra refuses changes to synced users: fix the source anchor in AD / Entra Connect instead."
             ),
-            Refusal::DirectoryRole { roles } => write!(
-                f,
-                "the user holds the Entra role(s) {}; the bot's app cannot change an admin's UPN or ImmutableID. Fix it by hand, or grant the app a privileged role and set repair.allow_admin_targets.",
-                roles.join(", ")
-            ),
+            Refusal::DirectoryRole { roles, unnamed } => {
+                let held = match (roles.as_slice(), unnamed) {
+                    ([], n) => format!("{n} Entra directory role(s)"),
+                    (names, 0) => format!("the Entra role(s) {}", names.join(", ")),
+                    (names, n) => format!("the Entra role(s) {} and {n} more", names.join(", ")),
+                };
+                write!(
+                    f,
+                    "the user holds {held}, directly or through a group; the bot's app cannot change an admin's UPN or ImmutableID. Fix it by hand, or grant the app a privileged role and set repair.allow_admin_targets."
+                )?;
+                if *unnamed > 0 {
+                    write!(
+                        f,
+                        " (Graph names a role only to an app granted RoleManagement.Read.Directory.)"
+                    )?;
+                }
+                Ok(())
+            }
             Refusal::NotInOkta { upn } => write!(
                 f,
                 "no Okta user has the login {upn}, and no Office 365 app user has that username. Check the spelling in Okta."

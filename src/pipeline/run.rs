@@ -262,15 +262,41 @@ impl<'a> Exec<'a> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Reply<T>, ApiFailure>>,
     {
+        self.write_traced(a, object, before, intended, None, call, result_of, ok_codes)
+            .await
+    }
+
+    /// [`Exec::write`] for a call that carries `client_request_id`: the id is journalled with
+    /// the intent, before the call, and the service's request id with the outcome.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_traced<T, F, Fut>(
+        &self,
+        a: &Action,
+        object: &str,
+        before: &Value,
+        intended: &Value,
+        client_request_id: Option<&str>,
+        call: F,
+        result_of: impl FnOnce(&T) -> Value,
+        ok_codes: &[(u16, &str)],
+    ) -> (Record, Result<Option<String>, ApiFailure>)
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Reply<T>, ApiFailure>>,
+    {
         let spec = a.label.spec();
         let run = self.run().to_string();
         let mut record = Record::new(a.label, Verdict::Refused);
         record.intended = intended.clone();
-        let entry = match self
-            .ctx
-            .store
-            .journal_intent(&run, spec.code, spec.api, object, before, intended)
-        {
+        let entry = match self.ctx.store.journal_intent_traced(
+            &run,
+            spec.code,
+            spec.api,
+            object,
+            before,
+            intended,
+            client_request_id,
+        ) {
             Ok(e) => e,
             Err(e) => {
                 // Not durable, so not sent: nothing changed.
@@ -307,6 +333,16 @@ impl<'a> Exec<'a> {
                 (v, f.code.clone(), f.request_id.clone(), Value::Null)
             }
         };
+        // One line ties the journal entry to both sides' ids: ours (when the service accepts
+        // one) and the service's own (`request-id`, `X-Okta-Request-Id`).
+        tracing::info!(
+            journal = entry,
+            api = spec.api,
+            verdict = verdict_name(verdict),
+            client_request_id = client_request_id.unwrap_or("-"),
+            request_id = rid.as_deref().unwrap_or("-"),
+            "write"
+        );
         if let Err(e) = self.ctx.store.journal_verdict(
             entry,
             verdict_name(verdict),

@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 use super::clock::graph_date;
 use super::odata::{parse_filter, parse_select, FilterError, FilterProp, USER_PROPS};
 use super::reply::{Ctx, Reply};
-use super::state::{prop_str, upn_domain, Props, State};
+use super::state::{prop_str, upn_domain, DirectoryRole, EntraGroup, Props, State};
 use super::token::TokenProblem;
 
 /// `{"error":{"code","message","innerError":{"date","request-id","client-request-id"}}}`.
@@ -293,31 +293,91 @@ pub(crate) fn organization(st: &State) -> Reply {
     )
 }
 
-/// `GET /users/{id}/memberOf/microsoft.graph.directoryRole`.
-pub(crate) fn member_of(st: &State, key: &str, ctx: &Ctx) -> Reply {
+/// Application permissions that let an app read directory roles; without one of them, roles in
+/// a membership list come back as "limited information": `@odata.type` and `id`, the rest null.
+pub(crate) const READ_ROLES: &[&str] = &[
+    "RoleManagement.Read.Directory",
+    "RoleManagement.Read.All",
+    "RoleManagement.ReadWrite.Directory",
+    "Directory.Read.All",
+    "Directory.ReadWrite.All",
+];
+
+fn role_json(r: &DirectoryRole, readable: bool) -> Value {
+    if !readable {
+        return json!({
+            "@odata.type": "#microsoft.graph.directoryRole",
+            "id": r.id,
+            "deletedDateTime": null,
+            "description": null,
+            "displayName": null,
+            "roleTemplateId": null,
+        });
+    }
+    json!({
+        "@odata.type": "#microsoft.graph.directoryRole",
+        "id": r.id,
+        "deletedDateTime": null,
+        "description": format!("{} role", r.display_name),
+        "displayName": r.display_name,
+        "roleTemplateId": r.template_id,
+    })
+}
+
+fn group_json(g: &EntraGroup) -> Value {
+    json!({
+        "@odata.type": "#microsoft.graph.group",
+        "id": g.id,
+        "deletedDateTime": null,
+        "displayName": g.display_name,
+        "groupTypes": [],
+        "isAssignableToRole": g.role_assignable,
+        "mailEnabled": false,
+        "securityEnabled": true,
+    })
+}
+
+/// Which memberships a `memberOf` / `transitiveMemberOf` request lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Membership {
+    Direct,
+    Transitive,
+}
+
+/// `GET /users/{id}/memberOf[/microsoft.graph.directoryRole]` and the same under
+/// `transitiveMemberOf`: groups and directory roles, or only the roles when cast to
+/// `microsoft.graph.directoryRole`. `readable`: the caller may read directory roles.
+pub(crate) fn member_of(
+    st: &State,
+    key: &str,
+    ctx: &Ctx,
+    which: Membership,
+    roles_only: bool,
+    readable: bool,
+) -> Reply {
     let Some(i) = st.entra_find_visible(key, ctx.now) else {
         return not_found(ctx, key);
     };
     let id = prop_str(st.entra_visible(i, ctx.now), "id").unwrap_or_default();
-    let roles: Vec<Value> = st
-        .roles_of(id)
-        .into_iter()
-        .map(|r| {
-            json!({
-                "@odata.type": "#microsoft.graph.directoryRole",
-                "id": r.id,
-                "deletedDateTime": null,
-                "description": format!("{} role", r.display_name),
-                "displayName": r.display_name,
-                "roleTemplateId": r.template_id,
-            })
-        })
-        .collect();
+    let held = match which {
+        Membership::Direct => st.roles_of(id),
+        Membership::Transitive => st.transitive_roles_of(id),
+    };
+    let mut value: Vec<Value> = Vec::new();
+    if !roles_only {
+        value.extend(st.groups_of(id).into_iter().map(group_json));
+    }
+    value.extend(held.into_iter().map(|r| role_json(r, readable)));
+    let context = if roles_only {
+        "directoryRoles"
+    } else {
+        "directoryObjects"
+    };
     Reply::json(
         200,
         json!({
-            "@odata.context": format!("{}/$metadata#directoryRoles", st.graph_base),
-            "value": roles,
+            "@odata.context": format!("{}/$metadata#{context}", st.graph_base),
+            "value": value,
         }),
     )
 }

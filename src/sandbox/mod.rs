@@ -5,6 +5,7 @@ mod apps;
 mod clock;
 mod faults;
 mod graph;
+mod graph_limit;
 mod odata;
 mod okta;
 mod paging;
@@ -54,6 +55,10 @@ pub struct SandboxOptions {
     /// Okta requests allowed per bucket per window.
     pub okta_rate_limit: u32,
     pub okta_rate_window: Duration,
+    /// Graph writes (POST, PATCH, PUT, DELETE) allowed per app in any window; Microsoft
+    /// documents 3,000 per 150 s per app and tenant.
+    pub graph_write_limit: u32,
+    pub graph_write_window: Duration,
     /// Extra healthy users (`user0001@contoso.com` …) for load.
     pub ordinary_users: usize,
     pub mapping: MappingMode,
@@ -68,6 +73,8 @@ impl Default for SandboxOptions {
             token_lifetime: Duration::from_secs(3599),
             okta_rate_limit: 600,
             okta_rate_window: Duration::from_secs(60),
+            graph_write_limit: 3_000,
+            graph_write_window: Duration::from_secs(150),
             ordinary_users: 300,
             mapping: MappingMode::Unmapped,
         }
@@ -141,6 +148,8 @@ pub struct CallRecord {
     pub method: String,
     pub path_and_query: String,
     pub status: u16,
+    /// The `client-request-id` header the request carried, if any.
+    pub client_request_id: Option<String>,
     /// Milliseconds since the sandbox started.
     pub at_ms: u64,
 }
@@ -223,6 +232,7 @@ impl Sandbox {
             client_secret: self.creds.client_secret.clone(),
             scope: "https://graph.microsoft.com/.default".into(),
             http,
+            write_budget: Default::default(),
         }
     }
 
@@ -294,6 +304,14 @@ impl Sandbox {
             }
             None => false,
         }
+    }
+    /// A new Graph write quota per app; every app starts with an empty window now.
+    pub fn set_graph_write_limit(&self, limit: u32, window: Duration) {
+        self.state().graph_writes = graph_limit::WriteQuota::new(limit, window);
+    }
+    /// Graph 429 answers served for the write quota so far.
+    pub fn graph_throttled(&self) -> u64 {
+        self.state().graph_throttled
     }
     /// Forget the calls recorded so far.
     pub fn reset_calls(&self) {

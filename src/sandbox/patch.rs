@@ -68,7 +68,7 @@ pub(crate) fn update_user(st: &mut State, key: &str, ctx: &Ctx) -> Reply {
     let sensitive =
         patch.contains_key("userPrincipalName") || patch.contains_key("onPremisesImmutableId");
     let privileged = st
-        .roles_of(&id)
+        .transitive_roles_of(&id)
         .iter()
         .any(|r| PRIVILEGED_ROLE_TEMPLATES.contains(&r.template_id.as_str()));
     if sensitive && privileged {

@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
 use super::clock::{epoch_secs_f64, random_alnum};
+use super::graph::Membership;
 use super::reply::{Ctx, Reply, GRAPH_JSON, PLAIN_JSON};
 use super::state::State;
-use super::{apps, graph, okta, patch, provisioning, ratelimit, token};
+use super::{apps, graph, graph_limit, okta, patch, provisioning, ratelimit, token};
 use super::{CallRecord, FaultAction};
 
 pub(crate) struct Shared {
@@ -41,7 +42,8 @@ enum Endpoint {
     ListUsers,
     GetDomain(String),
     Organization,
-    MemberOf(String),
+    MemberOf(String, bool),
+    TransitiveMemberOf(String, bool),
     UpdateUser(String),
     GraphUnknown,
     OktaGetUser(String),
@@ -87,10 +89,17 @@ impl Endpoint {
                     (Method::GET, ["users"]) => Self::ListUsers,
                     (Method::GET, ["users", id]) => Self::GetUser(own(id)),
                     (Method::PATCH, ["users", id]) => Self::UpdateUser(own(id)),
-                    (Method::GET, ["users", id, "memberOf"])
-                    | (Method::GET, ["users", id, "memberOf", "microsoft.graph.directoryRole"]) => {
-                        Self::MemberOf(own(id))
+                    (Method::GET, ["users", id, "memberOf"]) => Self::MemberOf(own(id), false),
+                    (Method::GET, ["users", id, "memberOf", "microsoft.graph.directoryRole"]) => {
+                        Self::MemberOf(own(id), true)
                     }
+                    (Method::GET, ["users", id, "transitiveMemberOf"]) => {
+                        Self::TransitiveMemberOf(own(id), false)
+                    }
+                    (
+                        Method::GET,
+                        ["users", id, "transitiveMemberOf", "microsoft.graph.directoryRole"],
+                    ) => Self::TransitiveMemberOf(own(id), true),
                     (Method::GET, ["domains", name]) => Self::GetDomain(own(name)),
                     (Method::GET, ["organization"]) => Self::Organization,
                     _ => Self::GraphUnknown,
@@ -138,7 +147,8 @@ impl Endpoint {
             | Self::ListUsers
             | Self::GetDomain(_)
             | Self::Organization
-            | Self::MemberOf(_)
+            | Self::MemberOf(..)
+            | Self::TransitiveMemberOf(..)
             | Self::UpdateUser(_)
             | Self::GraphUnknown => Service::Graph,
             Self::Unknown => Service::None,
@@ -153,7 +163,8 @@ impl Endpoint {
             Self::ListUsers => "graph.list_users",
             Self::GetDomain(_) => "graph.get_domain",
             Self::Organization => "graph.get_organization",
-            Self::MemberOf(_) => "graph.member_of",
+            Self::MemberOf(..) => "graph.member_of",
+            Self::TransitiveMemberOf(..) => "graph.transitive_member_of",
             Self::UpdateUser(_) => "graph.update_user",
             Self::GraphUnknown => "graph.unknown",
             Self::OktaGetUser(_) => "okta.get_user",
@@ -233,6 +244,7 @@ pub(crate) async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) 
                 .map(|p| p.as_str().to_owned())
                 .unwrap_or_default(),
             status: reply.status,
+            client_request_id: ctx.header("client-request-id").map(str::to_owned),
             at_ms: ctx
                 .now
                 .saturating_duration_since(shared.started)
@@ -317,7 +329,11 @@ fn serve(st: &mut State, ep: &Endpoint, ctx: &Ctx, action: Option<FaultAction>) 
                     graph::error(ctx, 429, "TooManyRequests", "Too many requests"),
                     retry_after,
                 ),
-                _ => match st.tokens.check(ctx.header("authorization"), ctx.now) {
+                _ => match st
+                    .tokens
+                    .check(ctx.header("authorization"), ctx.now)
+                    .map(<[String]>::to_vec)
+                {
                     Err(problem) => graph::unauthorized(ctx, problem),
                     Ok(roles) => match required_role(ep) {
                         Some(need) if !need.iter().any(|n| roles.iter().any(|r| r == n)) => {
@@ -328,7 +344,10 @@ fn serve(st: &mut State, ep: &Endpoint, ctx: &Ctx, action: Option<FaultAction>) 
                                 "Insufficient privileges to complete the operation.",
                             )
                         }
-                        _ => answer(Service::Graph, serve_graph(st, ep, ctx)),
+                        _ => match write_quota(st, ctx) {
+                            Err(throttled) => throttled,
+                            Ok(()) => answer(Service::Graph, serve_graph(st, ep, ctx, &roles)),
+                        },
                     },
                 },
             };
@@ -400,13 +419,57 @@ fn with_retry_after(reply: Reply, retry_after: Option<String>) -> Reply {
     }
 }
 
-fn serve_graph(st: &mut State, ep: &Endpoint, ctx: &Ctx) -> Reply {
+/// Graph's per-app write quota: a write over it is refused with 429 and a decimal `Retry-After`,
+/// with the scope and reason headers the identity service sends.
+fn write_quota(st: &mut State, ctx: &Ctx) -> Result<(), Reply> {
+    let write = matches!(
+        ctx.method,
+        Method::POST | Method::PATCH | Method::PUT | Method::DELETE
+    );
+    if !write {
+        return Ok(());
+    }
+    let app = st.client_id.clone();
+    match st.graph_writes.admit(&app, ctx.now) {
+        Ok(()) => Ok(()),
+        Err(wait) => {
+            st.graph_throttled += 1;
+            Err(graph::error(
+                ctx,
+                429,
+                "TooManyRequests",
+                "Too many requests. Please try again after the value specified in the Retry-After header.",
+            )
+            .with_header("retry-after", graph_limit::retry_after_value(wait))
+            .with_header(
+                "x-ms-throttle-scope",
+                format!("Tenant_Application/Write/{app}/{}", st.tenant_guid),
+            )
+            .with_header("x-ms-throttle-information", "WriteLimitExceeded"))
+        }
+    }
+}
+
+fn serve_graph(st: &mut State, ep: &Endpoint, ctx: &Ctx, app_roles: &[String]) -> Reply {
+    let reads_roles = graph::READ_ROLES
+        .iter()
+        .any(|p| app_roles.iter().any(|r| r == p));
     match ep {
         Endpoint::GetUser(id) => graph::get_user(st, id, ctx),
         Endpoint::ListUsers => graph::list_users(st, ctx),
         Endpoint::GetDomain(name) => graph::get_domain(st, name, ctx),
         Endpoint::Organization => graph::organization(st),
-        Endpoint::MemberOf(id) => graph::member_of(st, id, ctx),
+        Endpoint::MemberOf(id, roles_only) => {
+            graph::member_of(st, id, ctx, Membership::Direct, *roles_only, reads_roles)
+        }
+        Endpoint::TransitiveMemberOf(id, roles_only) => graph::member_of(
+            st,
+            id,
+            ctx,
+            Membership::Transitive,
+            *roles_only,
+            reads_roles,
+        ),
         Endpoint::UpdateUser(id) => patch::update_user(st, id, ctx),
         _ => {
             let seg = ctx.rel_path.trim_start_matches('/');
@@ -427,7 +490,10 @@ fn serve_graph(st: &mut State, ep: &Endpoint, ctx: &Ctx) -> Reply {
 fn required_role(ep: &Endpoint) -> Option<&'static [&'static str]> {
     const READ_USERS: &[&str] = &["User.Read.All", "User.ReadWrite.All", "Directory.Read.All"];
     match ep {
-        Endpoint::GetUser(_) | Endpoint::ListUsers | Endpoint::MemberOf(_) => Some(READ_USERS),
+        Endpoint::GetUser(_)
+        | Endpoint::ListUsers
+        | Endpoint::MemberOf(..)
+        | Endpoint::TransitiveMemberOf(..) => Some(READ_USERS),
         Endpoint::UpdateUser(_) => Some(&["User.ReadWrite.All"]),
         Endpoint::GetDomain(_) => Some(&["Domain.Read.All", "Directory.Read.All"]),
         Endpoint::Organization => Some(&["Organization.Read.All", "Directory.Read.All"]),

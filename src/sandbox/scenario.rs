@@ -5,10 +5,12 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::faults::Faults;
+use super::graph_limit::WriteQuota;
 use super::provisioning::initial_capabilities;
 use super::ratelimit::RateLimiter;
 use super::state::{
-    AppGroupRec, AppUserRec, DirectoryRole, Domain, EntraEntry, OktaGroupRec, OktaUserRec, State,
+    AppGroupRec, AppUserRec, DirectoryRole, Domain, EntraEntry, EntraGroup, OktaGroupRec,
+    OktaUserRec, State,
 };
 use super::token::TokenStore;
 use super::SandboxOptions;
@@ -23,6 +25,7 @@ pub const OPERATIONS: &[&str] = &[
     "graph.get_domain",
     "graph.get_organization",
     "graph.member_of",
+    "graph.transitive_member_of",
     "graph.update_user",
     "okta.get_user",
     "okta.user_groups",
@@ -43,6 +46,7 @@ pub const GRAPH_APP_ROLES: &[&str] = &[
     "User.ReadWrite.All",
     "Domain.Read.All",
     "Organization.Read.All",
+    "RoleManagement.Read.Directory",
 ];
 
 pub const TENANT_NAME: &str = "sandbox-tenant";
@@ -76,6 +80,9 @@ pub const NESTOR: &str = "nestor@contoso.com";
 pub const GHOST: &str = "ghost@contoso.com";
 /// Holds Global Administrator.
 pub const ISAIAH: &str = "isaiah@contoso.com";
+/// Holds Privileged Authentication Administrator only through the role-assignable group
+/// [`ROLE_GROUP`]: direct `memberOf` shows no role.
+pub const ROHAN: &str = "rohan@contoso.com";
 /// Ordinary; the config's protected list names it.
 pub const BREAKGLASS: &str = "breakglass@contoso.com";
 /// ImmutableID with `+` and `/`, the same in Entra and Okta.
@@ -104,6 +111,8 @@ pub const NESTOR_ENTRA_IMMUTABLE_ID: &str = "GHf4xnZtfkCIHtFiri6xVA==";
 pub const GHOST_OKTA_IMMUTABLE_ID: &str = "h6dm7OeV0UG3Ma8QUGvy7w==";
 pub const ISAIAH_ENTRA_IMMUTABLE_ID: &str = "XhMCyrGS8kOO3g16w7rqng==";
 pub const ISAIAH_OKTA_IMMUTABLE_ID: &str = "QkISV1FQzEGRf5rK4B9QVw==";
+pub const ROHAN_ENTRA_IMMUTABLE_ID: &str = "o1Bq3Hk0c0WJQ2dGxZ9T4g==";
+pub const ROHAN_OKTA_IMMUTABLE_ID: &str = "4Vf9mM0s9UeG2m1bqP7cLw==";
 pub const BREAKGLASS_ENTRA_IMMUTABLE_ID: &str = "stajEAWqGkGycVlFeV6CKQ==";
 pub const BREAKGLASS_OKTA_IMMUTABLE_ID: &str = "y21CT5SzNku7LUIPD4gICw==";
 pub const PRIYA_ENTRA_IMMUTABLE_ID: &str = "2v9pXhYq3k6cR1m0Zb4T8w==";
@@ -126,6 +135,10 @@ pub const PILOT_GROUP: &str = "O365 Pilot";
 /// Not assigned to the app; adele and megan are members.
 pub const SALES_GROUP: &str = "Sales";
 pub const GLOBAL_ADMIN_TEMPLATE_ID: &str = "62e90394-69f5-4237-9190-012177145e10";
+pub const PRIVILEGED_AUTH_ADMIN_TEMPLATE_ID: &str = "7be44c8a-adaf-4e2a-84d6-ab2649e08a13";
+/// The role-assignable Entra group through which [`ROHAN`] holds Privileged Authentication
+/// Administrator.
+pub const ROLE_GROUP: &str = "Tier0 Authentication Admins";
 /// The profile mapping user → office365.
 pub const MAPPING_ID: &str = super::okta::MAPPING_ID;
 /// App profile attributes every seeded app user carries besides `immutableId`.
@@ -351,6 +364,7 @@ pub(crate) fn build(opts: &SandboxOptions, origin: &str, secrets: Secrets) -> St
         ],
         entra: Vec::new(),
         roles: Vec::new(),
+        groups: Vec::new(),
         okta_users: Vec::new(),
         okta_groups: Vec::new(),
         app_groups: Vec::new(),
@@ -370,6 +384,8 @@ pub(crate) fn build(opts: &SandboxOptions, origin: &str, secrets: Secrets) -> St
             opts.okta_rate_window.max(Duration::from_millis(1)),
         ),
         okta_throttled: 0,
+        graph_writes: WriteQuota::new(opts.graph_write_limit, opts.graph_write_window),
+        graph_throttled: 0,
         calls: Vec::new(),
     };
     let mut b = Builder {
@@ -496,6 +512,26 @@ pub(crate) fn build(opts: &SandboxOptions, origin: &str, secrets: Secrets) -> St
         template_id: GLOBAL_ADMIN_TEMPLATE_ID.into(),
         members: vec![isaiah],
     });
+    let (rohan, _) = b.both(
+        ROHAN,
+        "Rohan",
+        "Mehta",
+        Some(ROHAN_ENTRA_IMMUTABLE_ID),
+        ROHAN_OKTA_IMMUTABLE_ID,
+    );
+    let role_group = "f3a1c2d4-7e5b-4c6d-9a8b-0c1d2e3f4a5b".to_owned();
+    b.st.groups.push(EntraGroup {
+        id: role_group.clone(),
+        display_name: ROLE_GROUP.into(),
+        role_assignable: true,
+        members: vec![rohan],
+    });
+    b.st.roles.push(DirectoryRole {
+        id: "9c3b7a2e-1d4f-4e8a-b6c5-d7e8f9a0b1c2".into(),
+        display_name: "Privileged Authentication Administrator".into(),
+        template_id: PRIVILEGED_AUTH_ADMIN_TEMPLATE_ID.into(),
+        members: vec![role_group],
+    });
     b.both(
         BREAKGLASS,
         "Break",
@@ -552,6 +588,8 @@ mod tests {
             PRIYA_OKTA_IMMUTABLE_ID,
             QUINN_ENTRA_IMMUTABLE_ID,
             QUINN_OKTA_IMMUTABLE_ID,
+            ROHAN_ENTRA_IMMUTABLE_ID,
+            ROHAN_OKTA_IMMUTABLE_ID,
         ] {
             ImmutableId::parse_value(v).unwrap();
         }

@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 use std::time::{Duration, Instant};
 
 use super::faults::Faults;
+use super::graph_limit::WriteQuota;
 use super::ratelimit::RateLimiter;
 use super::token::TokenStore;
 use super::{CallRecord, MappingMode};
@@ -28,6 +29,16 @@ pub(crate) struct DirectoryRole {
     pub id: String,
     pub display_name: String,
     pub template_id: String,
+    /// Object ids of users and role-assignable groups the role is assigned to.
+    pub members: Vec<String>,
+}
+
+/// An Entra security group; a role-assignable one (`isAssignableToRole`) can hold directory
+/// roles for its members, and has users only as members (no nesting).
+pub(crate) struct EntraGroup {
+    pub id: String,
+    pub display_name: String,
+    pub role_assignable: bool,
     pub members: Vec<String>,
 }
 
@@ -89,6 +100,7 @@ pub(crate) struct State {
     pub domains: Vec<Domain>,
     pub entra: Vec<EntraEntry>,
     pub roles: Vec<DirectoryRole>,
+    pub groups: Vec<EntraGroup>,
 
     pub okta_users: Vec<OktaUserRec>,
     pub okta_groups: Vec<OktaGroupRec>,
@@ -112,6 +124,9 @@ pub(crate) struct State {
     pub faults: Faults,
     pub rate: RateLimiter,
     pub okta_throttled: u64,
+    /// Graph's per-app write quota, and the 429s it has served.
+    pub graph_writes: WriteQuota,
+    pub graph_throttled: u64,
     pub calls: Vec<CallRecord>,
 }
 
@@ -169,10 +184,40 @@ impl State {
         self.domain(domain).is_some_and(|d| d.federated)
     }
 
+    /// Roles assigned to the user itself (`memberOf`).
     pub(crate) fn roles_of(&self, entra_id: &str) -> Vec<&DirectoryRole> {
         self.roles
             .iter()
             .filter(|r| r.members.iter().any(|m| m.eq_ignore_ascii_case(entra_id)))
+            .collect()
+    }
+
+    /// Roles the user holds directly or through a role-assignable group it is a member of
+    /// (`transitiveMemberOf`); what Entra enforces for sensitive actions.
+    pub(crate) fn transitive_roles_of(&self, entra_id: &str) -> Vec<&DirectoryRole> {
+        let groups: Vec<&str> = self
+            .groups
+            .iter()
+            .filter(|g| g.role_assignable)
+            .filter(|g| g.members.iter().any(|m| m.eq_ignore_ascii_case(entra_id)))
+            .map(|g| g.id.as_str())
+            .collect();
+        self.roles
+            .iter()
+            .filter(|r| {
+                r.members.iter().any(|m| {
+                    m.eq_ignore_ascii_case(entra_id)
+                        || groups.iter().any(|g| m.eq_ignore_ascii_case(g))
+                })
+            })
+            .collect()
+    }
+
+    /// Groups the user is a direct member of.
+    pub(crate) fn groups_of(&self, entra_id: &str) -> Vec<&EntraGroup> {
+        self.groups
+            .iter()
+            .filter(|g| g.members.iter().any(|m| m.eq_ignore_ascii_case(entra_id)))
             .collect()
     }
 

@@ -17,6 +17,7 @@ pub struct StepRow {
     pub outcome: Option<String>,
     pub error_code: Option<String>,
     pub request_id: Option<String>,
+    pub client_request_id: Option<String>,
     pub result: Value,
 }
 
@@ -31,22 +32,38 @@ impl Store {
         before: &Value,
         intended: &Value,
     ) -> anyhow::Result<i64> {
+        self.journal_intent_traced(run_id, step, api, object, before, intended, None)
+    }
+
+    /// [`Store::journal_intent`] with the id the request will carry (`client-request-id`), so a
+    /// write whose answer never arrives can still be traced by the service.
+    #[allow(clippy::too_many_arguments)]
+    pub fn journal_intent_traced(
+        &self,
+        run_id: &str,
+        step: &str,
+        api: &str,
+        object: &str,
+        before: &Value,
+        intended: &Value,
+        client_request_id: Option<&str>,
+    ) -> anyhow::Result<i64> {
         let now = now_ms();
         self.tx(|c| {
             c.execute(
-                "INSERT INTO journal (run_id, step, api, object, before_json, intended_json, intent_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![run_id, step, api, object, before.to_string(), intended.to_string(), now],
+                "INSERT INTO journal (run_id, step, api, object, before_json, intended_json, intent_at_ms,
+                                      client_request_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![run_id, step, api, object, before.to_string(), intended.to_string(), now,
+                        client_request_id],
             )?;
             let id = c.last_insert_rowid();
-            audit::append(
-                c,
-                Some(run_id),
-                "write-intent",
-                None,
-                &serde_json::json!({"journal": id, "step": step, "api": api, "object": object,
-                                    "before": before, "intended": intended}),
-            )?;
+            let mut data = serde_json::json!({"journal": id, "step": step, "api": api, "object": object,
+                                              "before": before, "intended": intended});
+            if let Some(crid) = client_request_id {
+                data["client_request_id"] = Value::String(crid.to_owned());
+            }
+            audit::append(c, Some(run_id), "write-intent", None, &data)?;
             Ok(id)
         })
     }
@@ -66,7 +83,7 @@ impl Store {
         self.with(|c| {
             let mut st = c.prepare(
                 "SELECT id, run_id, step, api, object, before_json, intended_json, intent_at_ms,
-                        outcome, error_code, request_id
+                        outcome, error_code, request_id, client_request_id
                  FROM journal WHERE run_id = ?1 ORDER BY id",
             )?;
             let rows = st.query_map(params![run_id], |r| {
@@ -82,6 +99,7 @@ impl Store {
                     outcome: r.get(8)?,
                     error_code: r.get(9)?,
                     request_id: r.get(10)?,
+                    client_request_id: r.get(11)?,
                 })
             })?;
             rows.collect()
@@ -180,7 +198,7 @@ impl Store {
         self.with(|c| {
             let mut st = c.prepare(
                 "SELECT id, step, api, intended_json, intent_at_ms, outcome, error_code, request_id,
-                        result_json
+                        result_json, client_request_id
                  FROM journal WHERE run_id = ?1 ORDER BY id",
             )?;
             let rows = st.query_map(params![run_id], |r| {
@@ -193,6 +211,7 @@ impl Store {
                     outcome: r.get(5)?,
                     error_code: r.get(6)?,
                     request_id: r.get(7)?,
+                    client_request_id: r.get(9)?,
                     result: r
                         .get::<_, Option<String>>(8)?
                         .map(parse_json)
@@ -230,5 +249,32 @@ mod tests {
         assert_eq!(j[0].outcome.as_deref(), Some("ok"));
         assert_eq!(j[0].request_id.as_deref(), Some("req-1"));
         assert_eq!(j[0].intended, json!({"a":2}));
+        assert_eq!(j[0].client_request_id, None);
+    }
+
+    #[test]
+    fn both_request_ids_are_kept() {
+        let (s, _d) = temp_store();
+        let crid = "0f8fad5b-d9cb-469f-a165-70867728950e";
+        let id = s
+            .journal_intent_traced(
+                "r1",
+                "1",
+                "graph.update_user",
+                "obj",
+                &json!(null),
+                &json!({"a":2}),
+                Some(crid),
+            )
+            .unwrap();
+        // Durable before any answer: a lost answer still leaves the id to trace.
+        let j = s.journal("r1").unwrap();
+        assert_eq!(j[0].client_request_id.as_deref(), Some(crid));
+        assert_eq!(j[0].request_id, None);
+        s.journal_verdict(id, "ok", None, Some("graph-req-1"), &json!(null))
+            .unwrap();
+        let rows = s.journal_rows("r1").unwrap();
+        assert_eq!(rows[0].client_request_id.as_deref(), Some(crid));
+        assert_eq!(rows[0].request_id.as_deref(), Some("graph-req-1"));
     }
 }

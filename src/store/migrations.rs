@@ -122,6 +122,11 @@ CREATE TABLE chat_unavailable (
     at_ms           INTEGER NOT NULL
 );
 "#,
+    // Traceable writes: the `client-request-id` a Graph write carries, chosen and stored with
+    // the intent before the call, beside the service's own `request_id` stored with the outcome.
+    r#"
+ALTER TABLE journal ADD COLUMN client_request_id TEXT;
+"#,
 ];
 
 /// The schema as the first release created it, for upgrade tests.

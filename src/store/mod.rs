@@ -120,7 +120,11 @@ pub struct JournalEntry {
     /// `None` while the outcome is unknown (the process died mid-call).
     pub outcome: Option<String>,
     pub error_code: Option<String>,
+    /// The service's id for the request (Graph `request-id`, Okta `X-Okta-Request-Id`), from
+    /// its answer.
     pub request_id: Option<String>,
+    /// The id the bot sent with the request (Graph `client-request-id`), stored with the intent.
+    pub client_request_id: Option<String>,
 }
 
 /// The shared provisioning pause of one Okta app.

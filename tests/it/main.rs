@@ -9,6 +9,7 @@ mod discord_process;
 mod engine_model;
 mod engine_rules;
 mod fake_discord;
+mod graph_fidelity;
 mod harness;
 mod okta_fidelity;
 mod ops;

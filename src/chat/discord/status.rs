@@ -2,7 +2,7 @@
 //! all from the store, so it survives restarts.
 
 use super::bot::Bot;
-use crate::chat::render::sanitize;
+use crate::chat::render::{journal_line, sanitize};
 use crate::domain::RunState;
 
 pub(super) fn short_id(id: &str) -> &str {
@@ -131,20 +131,7 @@ impl Bot {
             Ok(entries) if entries.is_empty() => out.push_str("No writes were made.\n"),
             Ok(entries) => {
                 for j in entries.iter().take(30) {
-                    out.push_str(&format!(
-                        "• step {} · {} · {}{}{}\n",
-                        sanitize(&j.step, 16),
-                        sanitize(&j.api, 64),
-                        sanitize(j.outcome.as_deref().unwrap_or("no outcome recorded"), 64),
-                        j.error_code
-                            .as_deref()
-                            .map(|c| format!(" [{}]", sanitize(c, 64)))
-                            .unwrap_or_default(),
-                        j.request_id
-                            .as_deref()
-                            .map(|r| format!(" · request-id {}", sanitize(r, 64)))
-                            .unwrap_or_default(),
-                    ));
+                    out.push_str(&format!("• {}\n", journal_line(j)));
                 }
             }
             Err(e) => {

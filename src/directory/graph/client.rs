@@ -1,7 +1,10 @@
 //! The Graph client: token, retries, `$select`, advanced queries, typed errors.
 
+use super::pacing::{WriteBudget, WritePacer};
 use super::token::{TokenFailure, TokenSource};
-use super::{DirectoryRole, EntraDomain, EntraUser, GraphError, UserPatch, USER_SELECT};
+use super::{
+    ClientRequestId, DirectoryRole, EntraDomain, EntraUser, GraphError, UserPatch, USER_SELECT,
+};
 use crate::directory::retry::{self, parse_retry_after, Attempt, AttemptCtx, GiveUp};
 use crate::directory::{HttpSettings, Reply};
 use crate::domain::{odata_quote, EntraObjectId, ImmutableId, Upn};
@@ -12,7 +15,7 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 use url::Url;
 
 /// Everything but RFC 3986 unreserved characters: in a query value `+` must travel as `%2B`
@@ -40,6 +43,8 @@ pub struct GraphConfig {
     /// Token scope; `{graph host}/.default`.
     pub scope: String,
     pub http: HttpSettings,
+    /// How fast this client sends writes; keep it under Graph's per-app write quota.
+    pub write_budget: WriteBudget,
 }
 
 #[derive(Clone)]
@@ -53,6 +58,7 @@ struct Inner {
     settings: HttpSettings,
     token: TokenSource,
     calls: AtomicU64,
+    writes: WritePacer,
 }
 
 /// A successful response.
@@ -108,6 +114,7 @@ impl GraphClient {
                 settings: config.http,
                 token,
                 calls: AtomicU64::new(0),
+                writes: WritePacer::new(&config.write_budget),
             }),
         })
     }
@@ -207,7 +214,18 @@ impl GraphClient {
         })
     }
 
-    /// Directory roles the user holds: `GET /users/{id}/memberOf/microsoft.graph.directoryRole`.
+    /// Directory roles the user holds, directly or through a role-assignable group:
+    /// `GET /users/{id}/transitiveMemberOf/microsoft.graph.directoryRole`.
+    ///
+    /// `memberOf` lists direct memberships only, so a role granted to a group the user is in is
+    /// missed there. Of the two transitive views, this one is Graph v1.0 and needs only what the
+    /// app already has (`User.Read.All` or higher; `User.ReadWrite.All` covers it), and answers
+    /// with the roles themselves. `roleManagement/directory/transitiveRoleAssignments` exists in
+    /// beta only (unsupported in production), needs `RoleManagement.Read.Directory`, and
+    /// answers with role *definition* ids (and the group's id as `principalId`), which a second
+    /// call would have to name. Without a permission to read directory roles
+    /// (`RoleManagement.Read.Directory`, or `Directory.Read.All`), Graph returns each role with
+    /// its `id` only ("limited information"): the role is still seen, just not named.
     pub async fn directory_roles(
         &self,
         id: &EntraObjectId,
@@ -215,7 +233,7 @@ impl GraphClient {
         let url = self.url(&[
             "users",
             id.as_str(),
-            "memberOf",
+            "transitiveMemberOf",
             "microsoft.graph.directoryRole",
         ]);
         self.get_all(url, &[]).await
@@ -238,13 +256,26 @@ impl GraphClient {
         id: &EntraObjectId,
         patch: &UserPatch,
     ) -> Result<Reply<()>, GraphError> {
+        self.update_user_traced(id, patch, ClientRequestId::new())
+            .await
+    }
+
+    /// `PATCH /users/{id}` carrying `client_request_id`, chosen (and journalled) by the caller
+    /// before the call, so a write whose answer never came can still be traced.
+    pub async fn update_user_traced(
+        &self,
+        id: &EntraObjectId,
+        patch: &UserPatch,
+        client_request_id: ClientRequestId,
+    ) -> Result<Reply<()>, GraphError> {
         let body = serde_json::to_vec(patch).map_err(|e| GraphError::Decode(e.to_string()))?;
         let raw = self
-            .call(
+            .call_traced(
                 Method::PATCH,
                 self.url(&["users", id.as_str()]),
                 Some(body),
                 &[],
+                client_request_id,
             )
             .await?;
         Ok(Reply {
@@ -322,9 +353,6 @@ impl GraphClient {
         )))
     }
 
-    /// One logical call: token, retries on throttling, concurrency conflicts, unavailability,
-    /// timeouts and transport errors. Every Graph operation the repair uses is idempotent (reads,
-    /// and PATCHes that set absolute values), so all of them may be retried.
     async fn call(
         &self,
         method: Method,
@@ -332,11 +360,39 @@ impl GraphClient {
         body: Option<Vec<u8>>,
         headers: &[(&'static str, &'static str)],
     ) -> Result<Raw, GraphError> {
+        self.call_traced(method, url, body, headers, ClientRequestId::new())
+            .await
+    }
+
+    /// One logical call: token, retries on throttling, concurrency conflicts, unavailability,
+    /// timeouts and transport errors. Every Graph operation the repair uses is idempotent (reads,
+    /// and PATCHes that set absolute values), so all of them may be retried. Every attempt
+    /// carries the same `client-request-id`: a retry re-sends the same request, and support
+    /// finds all its attempts under the one id the journal holds.
+    async fn call_traced(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+        headers: &[(&'static str, &'static str)],
+        client_request_id: ClientRequestId,
+    ) -> Result<Raw, GraphError> {
         let auth_retried = AtomicBool::new(false);
         let settings = &self.inner.settings;
+        let crid = client_request_id.to_string();
         retry::run(
             settings,
-            |ctx| self.attempt(&method, &url, body.as_deref(), headers, ctx, &auth_retried),
+            |ctx| {
+                self.attempt(
+                    &method,
+                    &url,
+                    body.as_deref(),
+                    headers,
+                    &crid,
+                    ctx,
+                    &auth_retried,
+                )
+            },
             |g: GiveUp, last: GraphError| match last {
                 GraphError::Timeout(_) if g.deadline => GraphError::Timeout(g.elapsed),
                 last => GraphError::Exhausted {
@@ -349,16 +405,31 @@ impl GraphClient {
         .await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
         method: &Method,
         url: &Url,
         body: Option<&[u8]>,
         headers: &[(&'static str, &'static str)],
+        client_request_id: &str,
         ctx: AttemptCtx,
         auth_retried: &AtomicBool,
     ) -> Attempt<Raw, GraphError> {
-        let token = match self.inner.token.get(ctx.timeout).await {
+        let write = is_write(method);
+        if write && !self.inner.writes.ready(ctx.deadline).await {
+            // The budget frees up only after the call's deadline: nothing was sent.
+            return Attempt::Retry {
+                error: GraphError::Timeout(self.inner.settings.call_deadline),
+                after: None,
+            };
+        }
+        let token = match self
+            .inner
+            .token
+            .get(ctx.timeout_now(self.inner.settings.request_timeout))
+            .await
+        {
             Ok(t) => t,
             Err(TokenFailure::Refused(e)) => return Attempt::Done(Err(e)),
             Err(TokenFailure::Unavailable { error, after }) => {
@@ -369,9 +440,10 @@ impl GraphClient {
             .inner
             .http
             .request(method.clone(), url.clone())
-            .timeout(ctx.timeout)
+            .timeout(ctx.timeout_now(self.inner.settings.request_timeout))
             .bearer_auth(token.expose())
-            .header(reqwest::header::ACCEPT, "application/json");
+            .header(reqwest::header::ACCEPT, "application/json")
+            .header("client-request-id", client_request_id);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -397,6 +469,12 @@ impl GraphClient {
         let request_id = header_str(res.headers(), "request-id");
         let retry_after = header_str(res.headers(), "retry-after")
             .and_then(|v| parse_retry_after(&v, SystemTime::now()));
+        if write && status == StatusCode::TOO_MANY_REQUESTS {
+            // The quota is the app's, not this request's: every write waits it out.
+            if let Some(wait) = retry_after {
+                self.inner.writes.hold_until(Instant::now() + wait);
+            }
+        }
         let body = match res.bytes().await {
             Ok(b) => b.to_vec(),
             Err(e) => return transport_retry(e, ctx, method, url),
@@ -406,6 +484,7 @@ impl GraphClient {
             path = url.path(),
             status = status.as_u16(),
             request_id = request_id.as_deref().unwrap_or("-"),
+            client_request_id,
             attempt = ctx.number,
             "graph call"
         );
@@ -451,6 +530,14 @@ fn upn_query(upn: &Upn) -> String {
     format!(
         "$filter={}&$select={USER_SELECT}",
         utf8_percent_encode(&filter, QUERY_VALUE)
+    )
+}
+
+/// What Graph counts against the write quota.
+fn is_write(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::POST | Method::PATCH | Method::PUT | Method::DELETE
     )
 }
 
@@ -588,6 +675,7 @@ mod tests {
             client_secret: Secret::new("s"),
             scope: "x".into(),
             http: HttpSettings::default(),
+            write_budget: WriteBudget::default(),
         })
         .unwrap();
         let u = c.url(&["users", "o'brien#x@contoso.com"]);

@@ -3,11 +3,13 @@
 mod client;
 mod error;
 mod model;
+mod pacing;
 mod token;
 
 pub use client::{GraphClient, GraphConfig};
 pub use error::GraphError;
-pub use model::{DirectoryRole, EntraDomain, EntraUser, UserPatch};
+pub use model::{ClientRequestId, DirectoryRole, EntraDomain, EntraUser, UserPatch};
+pub use pacing::WriteBudget;
 
 /// Fields every user read names in `$select`: Graph returns `onPremisesImmutableId`,
 /// `onPremisesSyncEnabled` and `assignedLicenses` only when asked for.

@@ -2,6 +2,7 @@
 //! reads of step 4, and the fresh value drawn when step 2 is refused.
 
 use super::{outcome_of, Exec};
+use crate::directory::graph::ClientRequestId;
 use crate::domain::ImmutableId;
 use crate::pipeline::decide::{Action, Record, Shape};
 use crate::pipeline::journal::ApiFailure;
@@ -29,16 +30,21 @@ impl Exec<'_> {
             "onPremisesImmutableId": shape.id_before,
         });
         let entra_id = self.plan.entra_id.clone();
+        // Chosen before the intent is journalled, so even a PATCH that never gets an answer
+        // has an id Microsoft support can find it by.
+        let client_request_id = ClientRequestId::new();
+        let crid = client_request_id.to_string();
         let (record, answer) = self
-            .write(
+            .write_traced(
                 a,
                 entra_id.as_str(),
                 &before,
                 &intended,
+                Some(&crid),
                 || async {
                     self.ctx
                         .graph
-                        .update_user(&entra_id, &patch)
+                        .update_user_traced(&entra_id, &patch, client_request_id)
                         .await
                         .map_err(|e| ApiFailure::from_graph(&e))
                 },
