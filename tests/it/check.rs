@@ -2,8 +2,8 @@
 
 use crate::harness::{fast_http, graph, okta, sandbox};
 use crate::recovery::{command, tenant};
-use o365_fixbot::directory::graph::GraphClient;
-use o365_fixbot::directory::okta::OktaClient;
+use o365_fixbot::directory::graph::{GraphClient, GraphCredential};
+use o365_fixbot::directory::okta::{OktaClient, OktaCredential};
 use o365_fixbot::ops::check::{check_graph, check_okta};
 use o365_fixbot::ops::check_report::Check;
 use o365_fixbot::secret::Secret;
@@ -43,7 +43,7 @@ async fn graph_checks_pass_and_name_each_missing_piece() {
     );
 
     let mut config = sb.graph_config(fast_http());
-    config.client_secret = Secret::new("wrong");
+    config.credential = GraphCredential::ClientSecret(Secret::new("wrong"));
     let got = failures(&check_graph(&GraphClient::new(config).unwrap(), &domains()).await);
     assert_eq!(got.len(), 1, "{got:#?}");
     assert!(
@@ -97,7 +97,7 @@ async fn okta_checks_pass_and_name_each_missing_piece() {
     );
 
     let mut config = sb.okta_config(fast_http());
-    config.api_token = Secret::new("bad-token");
+    config.credential = OktaCredential::ApiToken(Secret::new("bad-token"));
     let got = failures(&check_okta(&OktaClient::new(config).unwrap()).await);
     assert!(
         got.iter().any(|f| f.contains("rejected the API token")),

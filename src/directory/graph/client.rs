@@ -1,11 +1,10 @@
 //! The Graph client: token, retries, `$select`, advanced queries, typed errors.
 
-use super::token::{TokenFailure, TokenSource};
+use super::token::{GraphCredential, TokenFailure, TokenSource};
 use super::{DirectoryRole, EntraDomain, EntraUser, GraphError, UserPatch, USER_SELECT};
 use crate::directory::retry::{self, parse_retry_after, Attempt, AttemptCtx, GiveUp};
 use crate::directory::{HttpSettings, Reply};
 use crate::domain::{odata_quote, EntraObjectId, ImmutableId, Upn};
-use crate::secret::Secret;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
@@ -36,7 +35,7 @@ pub struct GraphConfig {
     pub graph_base: Url,
     pub tenant_id: String,
     pub client_id: String,
-    pub client_secret: Secret,
+    pub credential: GraphCredential,
     /// Token scope; `{graph host}/.default`.
     pub scope: String,
     pub http: HttpSettings,
@@ -98,7 +97,7 @@ impl GraphClient {
             &config.authority,
             &config.tenant_id,
             config.client_id,
-            config.client_secret,
+            config.credential,
             config.scope,
         )?;
         Ok(Self {
@@ -115,6 +114,11 @@ impl GraphClient {
     /// HTTP requests sent to Graph so far (token requests not included).
     pub fn calls(&self) -> u64 {
         self.inner.calls.load(Ordering::Relaxed)
+    }
+
+    /// How the app authenticates, for `check-config`.
+    pub fn credential(&self) -> &GraphCredential {
+        self.inner.token.credential()
     }
 
     /// Token requests sent so far.
@@ -585,7 +589,7 @@ mod tests {
             graph_base: Url::parse("https://graph.example/v1.0").unwrap(),
             tenant_id: "t".into(),
             client_id: "c".into(),
-            client_secret: Secret::new("s"),
+            credential: GraphCredential::ClientSecret(crate::secret::Secret::new("s")),
             scope: "x".into(),
             http: HttpSettings::default(),
         })

@@ -8,6 +8,7 @@ mod token;
 pub use client::{GraphClient, GraphConfig};
 pub use error::GraphError;
 pub use model::{DirectoryRole, EntraDomain, EntraUser, UserPatch};
+pub use token::{CertificateCredential, GraphCredential};
 
 /// Fields every user read names in `$select`: Graph returns `onPremisesImmutableId`,
 /// `onPremisesSyncEnabled` and `assignedLicenses` only when asked for.
