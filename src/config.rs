@@ -767,6 +767,125 @@ mod tests {
     }
 
     #[test]
+    fn endpoints_must_be_https_unless_loopback() {
+        let with = |from: &str, to: &str| {
+            Config::parse(&EMBEDDED_DEFAULT.replace(from, to), Path::new("t.toml"))
+        };
+        let err = format!(
+            "{:#}",
+            with("http://127.0.0.1:8089/okta", "http://okta.example.com").unwrap_err()
+        );
+        assert!(
+            err.contains("okta.org_url") && err.contains("https://") && err.contains("loopback"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            with("http://127.0.0.1:8089/login", "http://10.0.0.5/login").unwrap_err()
+        );
+        assert!(err.contains("graph.authority"), "{err}");
+        let err = format!(
+            "{:#}",
+            with(
+                "http://127.0.0.1:8089/graph/v1.0",
+                "ftp://graph.example/v1.0"
+            )
+            .unwrap_err()
+        );
+        assert!(err.contains("graph.graph_base"), "{err}");
+        for loopback in [
+            "http://localhost:1/okta",
+            "http://127.9.9.9/okta",
+            "http://[::1]:8/okta",
+        ] {
+            with("http://127.0.0.1:8089/okta", loopback).unwrap();
+        }
+        with("http://127.0.0.1:8089/okta", "https://example.okta.com").unwrap();
+    }
+
+    #[test]
+    fn graph_scope_defaults_to_the_graph_host_and_can_be_set() {
+        let c = Config::parse(
+            &EMBEDDED_DEFAULT.replace(
+                "http://127.0.0.1:8089/graph/v1.0",
+                "https://graph.microsoft.us/v1.0",
+            ),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.graph_scope(), "https://graph.microsoft.us/.default");
+        let proxied = EMBEDDED_DEFAULT.replace(
+            "client_id = \"fixbot-sandbox\"",
+            "client_id = \"fixbot-sandbox\"\nscope = \"https://graph.microsoft.com/.default\"",
+        );
+        let c = Config::parse(&proxied, Path::new("t.toml")).unwrap();
+        assert_eq!(c.graph_scope(), "https://graph.microsoft.com/.default");
+        let bad = proxied.replace("microsoft.com/.default", "microsoft.com/User.Read");
+        let err = format!(
+            "{:#}",
+            Config::parse(&bad, Path::new("t.toml")).unwrap_err()
+        );
+        assert!(
+            err.contains("graph.scope") && err.contains("/.default"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn each_credential_kind_names_the_settings_it_needs() {
+        let cert = EMBEDDED_DEFAULT.replace(
+            "client_id = \"fixbot-sandbox\"",
+            "client_id = \"fixbot-sandbox\"\ncredential = \"certificate\"",
+        );
+        let err = format!(
+            "{:#}",
+            Config::parse(&cert, Path::new("t.toml")).unwrap_err()
+        );
+        assert!(
+            err.contains("graph.certificate_file") && err.contains("graph.private_key_file"),
+            "{err}"
+        );
+        let stray = EMBEDDED_DEFAULT.replace(
+            "client_id = \"fixbot-sandbox\"",
+            "client_id = \"fixbot-sandbox\"\nprivate_key_file = \"/k.pem\"",
+        );
+        let err = format!(
+            "{:#}",
+            Config::parse(&stray, Path::new("t.toml")).unwrap_err()
+        );
+        assert!(err.contains("graph.credential = \"certificate\""), "{err}");
+        let app = EMBEDDED_DEFAULT.replace(
+            "app_id = \"0oa1office365\"",
+            "app_id = \"0oa1office365\"\ncredential = \"service_app\"\nclient_id = \"0oa9\"",
+        );
+        let err = format!(
+            "{:#}",
+            Config::parse(&app, Path::new("t.toml")).unwrap_err()
+        );
+        assert!(err.contains("okta.private_key_file"), "{err}");
+        let missing = app.replace(
+            "client_id = \"0oa9\"",
+            "client_id = \"0oa9\"\nprivate_key_file = \"/nonexistent/okta.pem\"",
+        );
+        let c = Config::parse(&missing, Path::new("t.toml")).unwrap();
+        let err = format!("{:#}", c.okta_credential().unwrap_err());
+        assert!(
+            err.contains("okta.private_key_file") && err.contains("cannot be read"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn only_the_untouched_embedded_default_is_the_sandbox() {
+        assert!(Config::embedded_default().unwrap().is_sandbox_default());
+        let file = Config::parse(EMBEDDED_DEFAULT, Path::new("copy.toml")).unwrap();
+        assert!(!file.is_sandbox_default());
+        let mut real = Config::embedded_default().unwrap();
+        real.okta.org_url = Url::parse("https://example.okta.com").unwrap();
+        assert!(!real.is_sandbox_default());
+    }
+
+    #[test]
     fn unknown_keys_are_errors_naming_the_file() {
         let text = EMBEDDED_DEFAULT.replace("[repair]", "[repair]\nclient_secret = \"x\"");
         let err = Config::parse(&text, Path::new("my.toml")).unwrap_err();
