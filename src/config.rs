@@ -630,10 +630,10 @@ impl Config {
                     anyhow::bail!("okta.credential is \"service_app\": set okta.client_id and okta.private_key_file");
                 };
                 let key = PrivateKey::from_pem_file("okta.private_key_file", key_path)?;
-                Ok(OktaCredential::ServiceApp(ServiceApp {
+                Ok(OktaCredential::ServiceApp(Box::new(ServiceApp {
                     client_id: client_id.clone(),
                     signer: AssertionSigner::for_key(key, self.okta.key_id.clone(), client_id),
-                }))
+                })))
             }
         }
     }

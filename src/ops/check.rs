@@ -232,7 +232,13 @@ pub async fn plan_for_user(
         Ok(plan) => {
             let text = crate::chat::render::plan_message(&plan, config.approval.ttl);
             // The chat message's first line asks for approval; this plan is never stored.
-            let body = text.split_once('\n').map_or(text.as_str(), |(_, b)| b);
+            // …and its expiry line counts down an approval that cannot happen.
+            let body: Vec<&str> = text
+                .lines()
+                .skip(1)
+                .filter(|l| !l.trim_start().starts_with("Expires in"))
+                .collect();
+            let body = body.join("\n");
             (
                 Check::ok(
                     name,

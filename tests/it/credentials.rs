@@ -49,10 +49,10 @@ fn graph_with_certificate(sb: &Sandbox, cert: &str, key: &str) -> GraphClient {
 fn okta_service_app(sb: &Sandbox, key: &str) -> OktaClient {
     let mut config = sb.okta_config(fast_http());
     let key = PrivateKey::from_pem_file("okta.private_key_file", &fixture(key)).unwrap();
-    config.credential = OktaCredential::ServiceApp(ServiceApp {
+    config.credential = OktaCredential::ServiceApp(Box::new(ServiceApp {
         client_id: SERVICE_APP.into(),
         signer: AssertionSigner::for_key(key, None, SERVICE_APP),
-    });
+    }));
     OktaClient::new(config).unwrap()
 }
 

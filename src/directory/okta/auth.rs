@@ -47,7 +47,7 @@ pub enum OktaCredential {
     /// `Authorization: SSWS {token}`: an API token, acting with its creating admin's rights.
     ApiToken(Secret),
     /// An OAuth 2.0 service app: `Authorization: Bearer {access token}`.
-    ServiceApp(ServiceApp),
+    ServiceApp(Box<ServiceApp>),
 }
 
 #[derive(Debug, Clone)]
@@ -165,7 +165,7 @@ impl Authorizer {
     /// Okta refused `header` (expired or revoked early): forget it, unless already replaced.
     pub(super) async fn invalidate(&self, header: &HeaderValue) {
         let mut cached = self.cached.lock().await;
-        if cached.as_ref().is_some_and(|c| &c.header == header) {
+        if cached.as_ref().is_some_and(|c| c.header == *header) {
             *cached = None;
         }
     }
