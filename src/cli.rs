@@ -50,6 +50,10 @@ enum Command {
     CheckConfig {
         #[arg(long)]
         online: bool,
+        /// With --online: make the whole repair plan for this user, read-only (nothing is
+        /// written, no run is stored), and print it.
+        #[arg(long, value_name = "UPN", requires = "online")]
+        user: Option<String>,
     },
     /// Ask the running bot's /healthz (for container health checks; a minimal image has no curl).
     Healthcheck,
@@ -173,7 +177,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Console { single_operator } => {
             crate::chat::console::serve_stdin(&config, single_operator).await
         }
-        Command::CheckConfig { online } => check_config(&config, online).await,
+        Command::CheckConfig { online, user } => {
+            check_config(&config, online, user.as_deref()).await
+        }
         Command::Healthcheck => crate::ops::health::probe(config.ops.listen).await,
         Command::Audit { action } => audit(&config, action),
         Command::Sandbox { listen } => {
@@ -183,13 +189,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// `check-config`: the checkers know nothing of each other; this picks the ones that apply.
-async fn check_config(config: &Config, online: bool) -> anyhow::Result<()> {
+async fn check_config(config: &Config, online: bool, user: Option<&str>) -> anyhow::Result<()> {
     use crate::ops::{check, check_report::Check};
     let mut checks = vec![Check::ok("configuration", "parsed and validated")];
     checks.extend(check::offline(config));
     if online {
-        checks.extend(check::graph(config).await);
-        checks.extend(check::okta(config).await);
+        let report = check::online(config, user).await;
+        checks.extend(report.checks);
+        if let Some(plan) = report.plan {
+            println!("{plan}\n");
+        }
         if !config.discord.guild_ids.is_empty() {
             match config.discord_token() {
                 Ok(token) => checks.extend(

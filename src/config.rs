@@ -1,8 +1,9 @@
 //! Configuration: a TOML file for everything but secrets, which come only from the environment
 //! or `*_FILE` paths.
 
-use crate::directory::graph::GraphConfig;
-use crate::directory::okta::OktaConfig;
+use crate::directory::assertion::{AssertionSigner, Certificate, PrivateKey};
+use crate::directory::graph::{CertificateCredential, GraphConfig, GraphCredential};
+use crate::directory::okta::{OktaConfig, OktaCredential, ServiceApp};
 use crate::directory::{millis, HttpSettings};
 use crate::sandbox::MappingMode;
 use crate::secret::Secret;
@@ -42,6 +43,41 @@ pub struct Config {
     pub ops: OpsSettings,
     #[serde(default)]
     pub discord: DiscordSettings,
+    /// Where this configuration came from; not a key of the file.
+    #[serde(skip)]
+    pub origin: ConfigOrigin,
+}
+
+/// Whether the configuration is the embedded sandbox default or the admin's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConfigOrigin {
+    /// `config/default.toml`, compiled in: the sandbox tenant, which makes its own credentials.
+    Embedded,
+    /// A file given with `--config` / `FIXBOT_CONFIG` (or a text parsed directly).
+    #[default]
+    File,
+}
+
+/// How the bot authenticates to Microsoft Graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GraphCredentialKind {
+    /// `FIXBOT_GRAPH_CLIENT_SECRET` (or `_FILE`).
+    #[default]
+    ClientSecret,
+    /// `graph.certificate_file` + `graph.private_key_file`: a signed client assertion.
+    Certificate,
+}
+
+/// How the bot authenticates to Okta.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OktaCredentialKind {
+    /// `FIXBOT_OKTA_API_TOKEN` (or `_FILE`): `Authorization: SSWS …`.
+    #[default]
+    ApiToken,
+    /// `okta.client_id` + `okta.private_key_file`: an OAuth 2.0 service app.
+    ServiceApp,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -56,6 +92,18 @@ pub struct GraphSettings {
     /// Client-side pace of Graph writes, under Graph's per-app write quota.
     #[serde(default)]
     pub write_budget: crate::directory::graph::WriteBudget,
+    /// Token scope; `https://{graph_base host}/.default` when absent. Set it when Graph is
+    /// reached through a private endpoint or a proxy whose host is not the resource's.
+    #[serde(default)]
+    pub scope: Option<String>,
+    #[serde(default)]
+    pub credential: GraphCredentialKind,
+    /// PEM certificate registered with the app (`credential = "certificate"`).
+    #[serde(default)]
+    pub certificate_file: Option<PathBuf>,
+    /// PEM private key of that certificate; the key itself never goes in this file.
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -64,6 +112,17 @@ pub struct OktaSettings {
     pub org_url: Url,
     /// The Microsoft Office 365 app instance id (`0oa…`).
     pub app_id: String,
+    #[serde(default)]
+    pub credential: OktaCredentialKind,
+    /// The OAuth 2.0 service app's client id (`credential = "service_app"`).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// PEM private key whose public key is registered with the service app.
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+    /// The key's `kid` in the service app's JWKS, when it holds more than one key.
+    #[serde(default)]
+    pub key_id: Option<String>,
 }
 
 /// What the repair may touch and how patiently it verifies.
@@ -341,10 +400,21 @@ fn snowflake_groups<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Vec<u6
 
 impl Config {
     pub fn embedded_default() -> anyhow::Result<Self> {
-        Self::parse(
+        let mut c = Self::parse(
             EMBEDDED_DEFAULT,
             Path::new("<embedded config/default.toml>"),
-        )
+        )?;
+        c.origin = ConfigOrigin::Embedded;
+        Ok(c)
+    }
+
+    /// The embedded sandbox default, its Graph and Okta endpoints untouched: the sandbox makes
+    /// its own credentials for it, so none are asked of the admin.
+    pub fn is_sandbox_default(&self) -> bool {
+        self.origin == ConfigOrigin::Embedded
+            && is_loopback(&self.graph.authority)
+            && is_loopback(&self.graph.graph_base)
+            && is_loopback(&self.okta.org_url)
     }
 
     pub fn load(path: &Path) -> anyhow::Result<Self> {
@@ -371,7 +441,11 @@ impl Config {
                 Path::new("<embedded config/default.toml>").to_path_buf(),
             ),
         };
-        Self::parse_layered(&text, &origin, std::env::vars())
+        let mut cfg = Self::parse_layered(&text, &origin, std::env::vars())?;
+        if path.is_none() {
+            cfg.origin = ConfigOrigin::Embedded;
+        }
+        Ok(cfg)
     }
 
     pub fn parse_layered(
@@ -440,45 +514,137 @@ impl Config {
                 "repair.allowed_domains: `{d}` is not a domain name"
             );
         }
+        require_https("graph.authority", &self.graph.authority)?;
+        require_https("graph.graph_base", &self.graph.graph_base)?;
+        require_https("okta.org_url", &self.okta.org_url)?;
+        if let Some(scope) = &self.graph.scope {
+            anyhow::ensure!(
+                scope.ends_with("/.default") && Url::parse(scope).is_ok(),
+                "graph.scope is `{scope}`: the client-credentials flow needs the resource's URI followed by /.default, e.g. https://graph.microsoft.com/.default"
+            );
+        }
+        match self.graph.credential {
+            GraphCredentialKind::ClientSecret => anyhow::ensure!(
+                self.graph.certificate_file.is_none() && self.graph.private_key_file.is_none(),
+                "graph.certificate_file and graph.private_key_file are set but graph.credential is \"client_secret\": set graph.credential = \"certificate\" to use them, or remove them"
+            ),
+            GraphCredentialKind::Certificate => anyhow::ensure!(
+                self.graph.certificate_file.is_some() && self.graph.private_key_file.is_some(),
+                "graph.credential is \"certificate\": set graph.certificate_file (the PEM certificate uploaded to the app registration) and graph.private_key_file (its PEM private key)"
+            ),
+        }
+        match self.okta.credential {
+            OktaCredentialKind::ApiToken => anyhow::ensure!(
+                self.okta.client_id.is_none()
+                    && self.okta.private_key_file.is_none()
+                    && self.okta.key_id.is_none(),
+                "okta.client_id, okta.private_key_file or okta.key_id is set but okta.credential is \"api_token\": set okta.credential = \"service_app\" to use them, or remove them"
+            ),
+            OktaCredentialKind::ServiceApp => anyhow::ensure!(
+                self.okta.client_id.as_deref().is_some_and(|c| !c.trim().is_empty())
+                    && self.okta.private_key_file.is_some(),
+                "okta.credential is \"service_app\": set okta.client_id (the service app's client id) and okta.private_key_file (the PEM private key whose public key the app holds)"
+            ),
+        }
         Ok(())
     }
 
-    /// Graph client settings with the secret read from the environment.
+    /// Graph client settings with the credential the configuration names: the client secret
+    /// from the environment, or the certificate and its key from their files.
     pub fn graph_client_config(&self) -> anyhow::Result<GraphConfig> {
-        let secret = Secret::from_env(GRAPH_SECRET_ENV)?.with_context(|| {
-            format!("set {GRAPH_SECRET_ENV} (or {GRAPH_SECRET_ENV}_FILE) to the Entra app's client secret")
-        })?;
-        Ok(self.graph_client_config_with(secret))
+        Ok(self.graph_client_config_with(self.graph_credential()?))
     }
 
-    pub fn graph_client_config_with(&self, client_secret: Secret) -> GraphConfig {
-        let host = self
-            .graph
-            .graph_base
-            .host_str()
-            .unwrap_or("graph.microsoft.com");
+    /// The Graph credential alone (read and checked, nothing sent).
+    pub fn graph_credential(&self) -> anyhow::Result<GraphCredential> {
+        match self.graph.credential {
+            GraphCredentialKind::ClientSecret => {
+                let secret = Secret::from_env(GRAPH_SECRET_ENV)?.with_context(|| {
+                    format!("set {GRAPH_SECRET_ENV} (or {GRAPH_SECRET_ENV}_FILE) to the Entra app's client secret, or use graph.credential = \"certificate\"")
+                })?;
+                Ok(GraphCredential::ClientSecret(secret))
+            }
+            GraphCredentialKind::Certificate => {
+                let (Some(cert_path), Some(key_path)) =
+                    (&self.graph.certificate_file, &self.graph.private_key_file)
+                else {
+                    anyhow::bail!("graph.credential is \"certificate\": set graph.certificate_file and graph.private_key_file");
+                };
+                let certificate = Certificate::from_pem_file("graph.certificate_file", cert_path)?;
+                let key = PrivateKey::from_pem_file("graph.private_key_file", key_path)?;
+                let signer =
+                    AssertionSigner::for_certificate(key, &certificate, &self.graph.client_id);
+                signer.check_pair(
+                    &certificate,
+                    "graph.private_key_file",
+                    "graph.certificate_file",
+                )?;
+                Ok(GraphCredential::Certificate(std::sync::Arc::new(
+                    CertificateCredential {
+                        certificate,
+                        signer,
+                    },
+                )))
+            }
+        }
+    }
+
+    /// `graph.scope`, or `https://{graph host}/.default`.
+    pub fn graph_scope(&self) -> String {
+        self.graph.scope.clone().unwrap_or_else(|| {
+            let host = self
+                .graph
+                .graph_base
+                .host_str()
+                .unwrap_or("graph.microsoft.com");
+            format!("https://{host}/.default")
+        })
+    }
+
+    pub fn graph_client_config_with(&self, credential: GraphCredential) -> GraphConfig {
         GraphConfig {
             authority: self.graph.authority.clone(),
             graph_base: self.graph.graph_base.clone(),
             tenant_id: self.graph.tenant_id.clone(),
             client_id: self.graph.client_id.clone(),
-            client_secret,
-            scope: format!("https://{host}/.default"),
+            credential,
+            scope: self.graph_scope(),
             http: self.http.clone(),
             write_budget: self.graph.write_budget.clone(),
         }
     }
 
     pub fn okta_client_config(&self) -> anyhow::Result<OktaConfig> {
-        let token = Secret::from_env(OKTA_TOKEN_ENV)?.with_context(|| {
-            format!("set {OKTA_TOKEN_ENV} (or {OKTA_TOKEN_ENV}_FILE) to an Okta API token")
-        })?;
         Ok(OktaConfig {
             org_url: self.okta.org_url.clone(),
-            api_token: token,
+            credential: self.okta_credential()?,
             app_id: self.okta.app_id.clone(),
             http: self.http.clone(),
         })
+    }
+
+    /// The Okta credential alone (read and checked, nothing sent).
+    pub fn okta_credential(&self) -> anyhow::Result<OktaCredential> {
+        match self.okta.credential {
+            OktaCredentialKind::ApiToken => {
+                let token = Secret::from_env(OKTA_TOKEN_ENV)?.with_context(|| {
+                    format!("set {OKTA_TOKEN_ENV} (or {OKTA_TOKEN_ENV}_FILE) to an Okta API token, or use okta.credential = \"service_app\"")
+                })?;
+                Ok(OktaCredential::ApiToken(token))
+            }
+            OktaCredentialKind::ServiceApp => {
+                let (Some(client_id), Some(key_path)) =
+                    (&self.okta.client_id, &self.okta.private_key_file)
+                else {
+                    anyhow::bail!("okta.credential is \"service_app\": set okta.client_id and okta.private_key_file");
+                };
+                let key = PrivateKey::from_pem_file("okta.private_key_file", key_path)?;
+                Ok(OktaCredential::ServiceApp(Box::new(ServiceApp {
+                    client_id: client_id.clone(),
+                    signer: AssertionSigner::for_key(key, self.okta.key_id.clone(), client_id),
+                })))
+            }
+        }
     }
 
     /// The Discord bot token, from the environment only.
@@ -488,6 +654,27 @@ impl Config {
                 "set {DISCORD_TOKEN_ENV} (or {DISCORD_TOKEN_ENV}_FILE) to the Discord bot token"
             )
         })
+    }
+}
+
+/// Loopback hosts: 127.0.0.0/8, ::1 and `localhost` (the sandbox). Nothing else may be plain
+/// http, since a token sent there crosses a network in clear.
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+fn require_https(setting: &str, url: &Url) -> anyhow::Result<()> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(url) => Ok(()),
+        scheme => anyhow::bail!(
+            "{setting} is `{url}`: {scheme}:// would send credentials and tokens unencrypted; use https:// (plain http is allowed only for loopback hosts, 127.0.0.0/8, ::1 and localhost, as the sandbox uses)"
+        ),
     }
 }
 
@@ -586,6 +773,125 @@ mod tests {
             msg.contains("d.toml") && msg.contains("verify_attempts"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn endpoints_must_be_https_unless_loopback() {
+        let with = |from: &str, to: &str| {
+            Config::parse(&EMBEDDED_DEFAULT.replace(from, to), Path::new("t.toml"))
+        };
+        let err = format!(
+            "{:#}",
+            with("http://127.0.0.1:8089/okta", "http://okta.example.com").unwrap_err()
+        );
+        assert!(
+            err.contains("okta.org_url") && err.contains("https://") && err.contains("loopback"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            with("http://127.0.0.1:8089/login", "http://10.0.0.5/login").unwrap_err()
+        );
+        assert!(err.contains("graph.authority"), "{err}");
+        let err = format!(
+            "{:#}",
+            with(
+                "http://127.0.0.1:8089/graph/v1.0",
+                "ftp://graph.example/v1.0"
+            )
+            .unwrap_err()
+        );
+        assert!(err.contains("graph.graph_base"), "{err}");
+        for loopback in [
+            "http://localhost:1/okta",
+            "http://127.9.9.9/okta",
+            "http://[::1]:8/okta",
+        ] {
+            with("http://127.0.0.1:8089/okta", loopback).unwrap();
+        }
+        with("http://127.0.0.1:8089/okta", "https://example.okta.com").unwrap();
+    }
+
+    #[test]
+    fn graph_scope_defaults_to_the_graph_host_and_can_be_set() {
+        let c = Config::parse(
+            &EMBEDDED_DEFAULT.replace(
+                "http://127.0.0.1:8089/graph/v1.0",
+                "https://graph.microsoft.us/v1.0",
+            ),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.graph_scope(), "https://graph.microsoft.us/.default");
+        let proxied = EMBEDDED_DEFAULT.replace(
+            "client_id = \"fixbot-sandbox\"",
+            "client_id = \"fixbot-sandbox\"\nscope = \"https://graph.microsoft.com/.default\"",
+        );
+        let c = Config::parse(&proxied, Path::new("t.toml")).unwrap();
+        assert_eq!(c.graph_scope(), "https://graph.microsoft.com/.default");
+        let bad = proxied.replace("microsoft.com/.default", "microsoft.com/User.Read");
+        let err = format!(
+            "{:#}",
+            Config::parse(&bad, Path::new("t.toml")).unwrap_err()
+        );
+        assert!(
+            err.contains("graph.scope") && err.contains("/.default"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn each_credential_kind_names_the_settings_it_needs() {
+        let cert = EMBEDDED_DEFAULT.replace(
+            "client_id = \"fixbot-sandbox\"",
+            "client_id = \"fixbot-sandbox\"\ncredential = \"certificate\"",
+        );
+        let err = format!(
+            "{:#}",
+            Config::parse(&cert, Path::new("t.toml")).unwrap_err()
+        );
+        assert!(
+            err.contains("graph.certificate_file") && err.contains("graph.private_key_file"),
+            "{err}"
+        );
+        let stray = EMBEDDED_DEFAULT.replace(
+            "client_id = \"fixbot-sandbox\"",
+            "client_id = \"fixbot-sandbox\"\nprivate_key_file = \"/k.pem\"",
+        );
+        let err = format!(
+            "{:#}",
+            Config::parse(&stray, Path::new("t.toml")).unwrap_err()
+        );
+        assert!(err.contains("graph.credential = \"certificate\""), "{err}");
+        let app = EMBEDDED_DEFAULT.replace(
+            "app_id = \"0oa1office365\"",
+            "app_id = \"0oa1office365\"\ncredential = \"service_app\"\nclient_id = \"0oa9\"",
+        );
+        let err = format!(
+            "{:#}",
+            Config::parse(&app, Path::new("t.toml")).unwrap_err()
+        );
+        assert!(err.contains("okta.private_key_file"), "{err}");
+        let missing = app.replace(
+            "client_id = \"0oa9\"",
+            "client_id = \"0oa9\"\nprivate_key_file = \"/nonexistent/okta.pem\"",
+        );
+        let c = Config::parse(&missing, Path::new("t.toml")).unwrap();
+        let err = format!("{:#}", c.okta_credential().unwrap_err());
+        assert!(
+            err.contains("okta.private_key_file") && err.contains("cannot be read"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn only_the_untouched_embedded_default_is_the_sandbox() {
+        assert!(Config::embedded_default().unwrap().is_sandbox_default());
+        let file = Config::parse(EMBEDDED_DEFAULT, Path::new("copy.toml")).unwrap();
+        assert!(!file.is_sandbox_default());
+        let mut real = Config::embedded_default().unwrap();
+        real.okta.org_url = Url::parse("https://example.okta.com").unwrap();
+        assert!(!real.is_sandbox_default());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Clients for the two directories the repair touches: Microsoft Graph (Entra ID) and Okta.
 
+pub mod assertion;
 pub mod graph;
 pub mod okta;
 pub mod retry;

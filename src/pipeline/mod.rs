@@ -148,6 +148,12 @@ impl Engine {
         Ok(plan)
     }
 
+    /// The same plan, read-only end to end: nothing is written to Graph, Okta or the store,
+    /// and no run exists afterwards (`check-config --online --user`).
+    pub async fn plan_read_only(&self, req: &RepairRequest) -> Result<Plan, PlanError> {
+        plan::make_plan(&self.inner, req).await
+    }
+
     /// Marks a planned run approved; `false` if it was not awaiting approval (already approved,
     /// rejected, expired). The caller applies the approval policy first; prefer
     /// [`Engine::record_vote`], which also records who approved.

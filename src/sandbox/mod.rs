@@ -229,7 +229,9 @@ impl Sandbox {
             graph_base: self.urls.graph.clone(),
             tenant_id: self.creds.tenant_id.clone(),
             client_id: self.creds.client_id.clone(),
-            client_secret: self.creds.client_secret.clone(),
+            credential: crate::directory::graph::GraphCredential::ClientSecret(
+                self.creds.client_secret.clone(),
+            ),
             scope: "https://graph.microsoft.com/.default".into(),
             http,
             write_budget: Default::default(),
@@ -239,7 +241,9 @@ impl Sandbox {
     pub fn okta_config(&self, http: HttpSettings) -> OktaConfig {
         OktaConfig {
             org_url: self.urls.okta.clone(),
-            api_token: self.creds.okta_token.clone(),
+            credential: crate::directory::okta::OktaCredential::ApiToken(
+                self.creds.okta_token.clone(),
+            ),
             app_id: self.creds.app_id.clone(),
             http,
         }

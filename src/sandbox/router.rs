@@ -38,6 +38,7 @@ enum Service {
 #[derive(Debug, Clone)]
 enum Endpoint {
     Token(String),
+    OktaToken,
     GetUser(String),
     ListUsers,
     GetDomain(String),
@@ -78,6 +79,9 @@ impl Endpoint {
         match s.as_slice() {
             ["login", tenant, "oauth2", "v2.0", "token"] if method == Method::POST => {
                 (Self::Token(own(tenant)), String::new())
+            }
+            ["okta", "oauth2", "v1", "token"] if method == Method::POST => {
+                (Self::OktaToken, String::new())
             }
             ["graph", "v1.0", rest @ ..] => {
                 let rel = path
@@ -142,7 +146,7 @@ impl Endpoint {
 
     fn service(&self) -> Service {
         match self {
-            Self::Token(_) => Service::Token,
+            Self::Token(_) | Self::OktaToken => Service::Token,
             Self::GetUser(_)
             | Self::ListUsers
             | Self::GetDomain(_)
@@ -159,6 +163,7 @@ impl Endpoint {
     fn op(&self) -> &'static str {
         match self {
             Self::Token(_) => "graph.token",
+            Self::OktaToken => "okta.token",
             Self::GetUser(_) => "graph.get_user",
             Self::ListUsers => "graph.list_users",
             Self::GetDomain(_) => "graph.get_domain",
@@ -312,6 +317,7 @@ fn serve(st: &mut State, ep: &Endpoint, ctx: &Ctx, action: Option<FaultAction>) 
                 (_, Endpoint::Token(tenant)) => {
                     answer(Service::Token, token::issue(st, tenant, ctx))
                 }
+                (_, Endpoint::OktaToken) => answer(Service::Token, token::okta_issue(st, ctx)),
                 _ => unreachable!("token service"),
             };
             reply
@@ -392,7 +398,7 @@ fn serve(st: &mut State, ep: &Endpoint, ctx: &Ctx, action: Option<FaultAction>) 
                     (okta::rate_limited(), rate.limit, 0, rate.reset)
                 }
                 _ => {
-                    let r = match okta::check_auth(st, ctx) {
+                    let r = match token::okta_auth(st, ctx) {
                         Err(r) => r,
                         Ok(()) => answer(Service::Okta, serve_okta(st, ep, ctx)),
                     };

@@ -405,7 +405,8 @@ async fn graph_wrong_secret_is_an_auth_error_without_the_secret() {
     let sb = sandbox().await;
     let secret = "wrong-s3cret-Do-Not-Print";
     let mut config = sb.graph_config(fast_http());
-    config.client_secret = Secret::new(secret);
+    config.credential =
+        o365_fixbot::directory::graph::GraphCredential::ClientSecret(Secret::new(secret));
     let g = GraphClient::new(config).unwrap();
     let err = g.user_by_upn(&upn("adele@contoso.com")).await.unwrap_err();
     assert!(matches!(err, GraphError::Auth { .. }), "{err:?}");

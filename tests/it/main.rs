@@ -3,6 +3,7 @@
 mod check;
 mod clients;
 mod console;
+mod credentials;
 mod discord;
 mod discord_delivery;
 mod discord_process;

@@ -1,14 +1,13 @@
 //! The Graph client: token, retries, `$select`, advanced queries, typed errors.
 
 use super::pacing::{WriteBudget, WritePacer};
-use super::token::{TokenFailure, TokenSource};
+use super::token::{GraphCredential, TokenFailure, TokenSource};
 use super::{
     ClientRequestId, DirectoryRole, EntraDomain, EntraUser, GraphError, UserPatch, USER_SELECT,
 };
 use crate::directory::retry::{self, parse_retry_after, Attempt, AttemptCtx, GiveUp};
 use crate::directory::{HttpSettings, Reply};
 use crate::domain::{odata_quote, EntraObjectId, ImmutableId, Upn};
-use crate::secret::Secret;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
@@ -39,7 +38,7 @@ pub struct GraphConfig {
     pub graph_base: Url,
     pub tenant_id: String,
     pub client_id: String,
-    pub client_secret: Secret,
+    pub credential: GraphCredential,
     /// Token scope; `{graph host}/.default`.
     pub scope: String,
     pub http: HttpSettings,
@@ -104,7 +103,7 @@ impl GraphClient {
             &config.authority,
             &config.tenant_id,
             config.client_id,
-            config.client_secret,
+            config.credential,
             config.scope,
         )?;
         Ok(Self {
@@ -122,6 +121,11 @@ impl GraphClient {
     /// HTTP requests sent to Graph so far (token requests not included).
     pub fn calls(&self) -> u64 {
         self.inner.calls.load(Ordering::Relaxed)
+    }
+
+    /// How the app authenticates, for `check-config`.
+    pub fn credential(&self) -> &GraphCredential {
+        self.inner.token.credential()
     }
 
     /// Token requests sent so far.
@@ -672,7 +676,7 @@ mod tests {
             graph_base: Url::parse("https://graph.example/v1.0").unwrap(),
             tenant_id: "t".into(),
             client_id: "c".into(),
-            client_secret: Secret::new("s"),
+            credential: GraphCredential::ClientSecret(crate::secret::Secret::new("s")),
             scope: "x".into(),
             http: HttpSettings::default(),
             write_budget: WriteBudget::default(),

@@ -10,6 +10,7 @@ pub use client::{GraphClient, GraphConfig};
 pub use error::GraphError;
 pub use model::{ClientRequestId, DirectoryRole, EntraDomain, EntraUser, UserPatch};
 pub use pacing::WriteBudget;
+pub use token::{CertificateCredential, GraphCredential};
 
 /// Fields every user read names in `$select`: Graph returns `onPremisesImmutableId`,
 /// `onPremisesSyncEnabled` and `assignedLicenses` only when asked for.

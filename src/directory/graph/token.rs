@@ -1,8 +1,11 @@
-//! Client-credentials token, cached and renewed before it expires.
+//! Client-credentials token, cached and renewed before it expires; the app proves itself with a
+//! client secret or with a certificate (a signed client assertion).
 
 use super::GraphError;
+use crate::directory::assertion::{AssertionSigner, Certificate, JWT_BEARER};
 use crate::directory::retry::parse_retry_after;
 use crate::secret::Secret;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Mutex;
 use url::Url;
@@ -21,6 +24,36 @@ pub(super) enum TokenFailure {
     },
 }
 
+/// How the app authenticates at the token endpoint.
+#[derive(Debug, Clone)]
+pub enum GraphCredential {
+    /// A client secret: a long-lived shared secret, simplest to set up.
+    ClientSecret(Secret),
+    /// A certificate: only its public half is registered with Entra; each token request carries
+    /// a fresh assertion signed with the private key, which never leaves this host.
+    Certificate(Arc<CertificateCredential>),
+}
+
+#[derive(Debug)]
+pub struct CertificateCredential {
+    pub certificate: Certificate,
+    pub signer: AssertionSigner,
+}
+
+impl GraphCredential {
+    /// What `check-config` calls it.
+    pub fn describe(&self) -> String {
+        match self {
+            GraphCredential::ClientSecret(_) => "client secret".to_owned(),
+            GraphCredential::Certificate(c) => format!(
+                "certificate `{}` (x5t#S256 {})",
+                c.certificate.subject,
+                c.certificate.thumbprint_s256()
+            ),
+        }
+    }
+}
+
 struct Cached {
     token: Secret,
     renew_at: Instant,
@@ -30,7 +63,7 @@ pub(super) struct TokenSource {
     http: reqwest::Client,
     url: Url,
     client_id: String,
-    client_secret: Secret,
+    credential: GraphCredential,
     scope: String,
     cached: Mutex<Option<Cached>>,
     fetched: std::sync::atomic::AtomicU64,
@@ -49,7 +82,7 @@ impl TokenSource {
         authority: &Url,
         tenant: &str,
         client_id: String,
-        client_secret: Secret,
+        credential: GraphCredential,
         scope: String,
     ) -> anyhow::Result<Self> {
         let mut url = authority.clone();
@@ -61,11 +94,15 @@ impl TokenSource {
             http,
             url,
             client_id,
-            client_secret,
+            credential,
             scope,
             cached: Mutex::new(None),
             fetched: Default::default(),
         })
+    }
+
+    pub(super) fn credential(&self) -> &GraphCredential {
+        &self.credential
     }
 
     /// Tokens fetched so far.
@@ -101,12 +138,25 @@ impl TokenSource {
     async fn fetch(&self, timeout: Duration) -> Result<(Secret, Duration), TokenFailure> {
         self.fetched
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let form = [
+        let assertion;
+        let mut form = vec![
             ("client_id", self.client_id.as_str()),
-            ("client_secret", self.client_secret.expose()),
             ("scope", self.scope.as_str()),
             ("grant_type", "client_credentials"),
         ];
+        match &self.credential {
+            GraphCredential::ClientSecret(secret) => form.push(("client_secret", secret.expose())),
+            GraphCredential::Certificate(c) => {
+                // The audience is the token endpoint itself (Microsoft's "certificate
+                // credentials": aud = https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token).
+                assertion = c
+                    .signer
+                    .sign(self.url.as_str(), SystemTime::now())
+                    .map_err(|e| TokenFailure::Refused(GraphError::Decode(e)))?;
+                form.push(("client_assertion_type", JWT_BEARER));
+                form.push(("client_assertion", assertion.as_str()));
+            }
+        }
         let res = self
             .http
             .post(self.url.clone())
@@ -187,7 +237,11 @@ impl TokenSource {
                 String::from_utf8_lossy(body).chars().take(300).collect(),
             ),
         };
-        let secret = self.client_secret.expose();
+        let secret = match &self.credential {
+            GraphCredential::ClientSecret(s) => s.expose(),
+            // An assertion is single-use and short-lived; nothing secret could be echoed.
+            GraphCredential::Certificate(_) => "",
+        };
         if secret.is_empty() {
             return (error, description);
         }

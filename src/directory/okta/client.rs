@@ -1,5 +1,6 @@
-//! The Okta client: SSWS auth, pacing, 429 retry, pagination, typed errors.
+//! The Okta client: SSWS or service-app auth, pacing, 429 retry, pagination, typed errors.
 
+use super::auth::{AuthFailure, Authorizer, OktaCredential};
 use super::link::next_link;
 use super::pacing::{bucket_of, throttled_until, Pacer, RateHeaders};
 use super::{
@@ -9,7 +10,6 @@ use super::{
 use crate::directory::retry::{self, epoch_now, parse_retry_after, Attempt, AttemptCtx, GiveUp};
 use crate::directory::{HttpSettings, Reply};
 use crate::domain::OktaUserId;
-use crate::secret::Secret;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
@@ -49,7 +49,7 @@ pub const PROFILE_RULES_TTL: Duration = Duration::from_secs(60);
 pub struct OktaConfig {
     /// e.g. `https://example.okta.com`.
     pub org_url: Url,
-    pub api_token: Secret,
+    pub credential: OktaCredential,
     /// The Microsoft Office 365 app instance id.
     pub app_id: String,
     pub http: HttpSettings,
@@ -63,7 +63,7 @@ pub struct OktaClient {
 struct Inner {
     http: reqwest::Client,
     org: Url,
-    token: Secret,
+    auth: Authorizer,
     app_id: String,
     settings: HttpSettings,
     pacer: Pacer,
@@ -97,6 +97,8 @@ struct CallState {
     /// An attempt may have been acted on without our seeing the answer (timeout, 504, lost
     /// connection).
     ambiguous: AtomicBool,
+    /// A refused access token was dropped and the call retried once with a fresh one.
+    auth_retried: AtomicBool,
 }
 
 impl OktaClient {
@@ -111,9 +113,9 @@ impl OktaClient {
             .build()?;
         Ok(Self {
             inner: Arc::new(Inner {
+                auth: Authorizer::new(config.credential, http.clone(), &config.org_url),
                 http,
                 org: config.org_url,
-                token: config.api_token,
                 app_id: config.app_id,
                 settings: config.http,
                 pacer: Pacer::default(),
@@ -127,6 +129,22 @@ impl OktaClient {
 
     pub fn app_id(&self) -> &str {
         &self.inner.app_id
+    }
+
+    /// How the client authenticates, for `check-config`.
+    pub fn credential(&self) -> &OktaCredential {
+        self.inner.auth.credential()
+    }
+
+    /// Service app: the scopes Okta granted the current access token (`None` before the first
+    /// token, or with an API token).
+    pub async fn granted_scopes(&self) -> Option<Vec<String>> {
+        self.inner.auth.granted_scopes().await
+    }
+
+    /// Service app: access tokens fetched so far.
+    pub fn token_fetches(&self) -> u64 {
+        self.inner.auth.fetched()
     }
 
     /// Times a request waited for a rate-limit window to reset instead of being sent.
@@ -465,6 +483,14 @@ impl OktaClient {
         state: &CallState,
         ctx: AttemptCtx,
     ) -> Attempt<Raw, OktaError> {
+        // Before pacing: a token request is not an API call and holds no rate-limit permit.
+        let authorization = match self.inner.auth.header(ctx.timeout).await {
+            Ok(h) => h,
+            Err(AuthFailure::Refused(e)) => return Attempt::Done(Err(e)),
+            Err(AuthFailure::Unavailable { error, after }) => {
+                return Attempt::Retry { error, after };
+            }
+        };
         let bucket = bucket_of(url.path());
         let paced = async {
             let permit = self.inner.pacer.reserve(&bucket).await;
@@ -484,10 +510,7 @@ impl OktaClient {
             .http
             .request(method.clone(), url.clone())
             .timeout(timeout)
-            .header(
-                reqwest::header::AUTHORIZATION,
-                format!("SSWS {}", self.inner.token.expose()),
-            )
+            .header(reqwest::header::AUTHORIZATION, authorization.clone())
             .header(reqwest::header::ACCEPT, "application/json");
         if let Some(b) = body {
             req = req
@@ -542,6 +565,13 @@ impl OktaClient {
         }
         let error = api_error(status, &body, request_id);
         match status.as_u16() {
+            401 if self.inner.auth.is_oauth()
+                && !state.auth_retried.swap(true, Ordering::SeqCst) =>
+            {
+                // The access token ended early (revoked, clocks apart): a fresh one, once.
+                self.inner.auth.invalidate(&authorization).await;
+                Attempt::RetryNow { error }
+            }
             429 => {
                 self.inner.throttled.fetch_add(1, Ordering::Relaxed);
                 // A named time already here (or none named) means retry soon: `None` takes
@@ -652,7 +682,7 @@ mod tests {
     fn client() -> OktaClient {
         OktaClient::new(OktaConfig {
             org_url: Url::parse("https://example.okta.com").unwrap(),
-            api_token: Secret::new("t"),
+            credential: OktaCredential::ApiToken(crate::secret::Secret::new("t")),
             app_id: "0oa1".into(),
             http: HttpSettings::default(),
         })

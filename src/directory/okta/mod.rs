@@ -1,5 +1,6 @@
 //! Okta management API: users, the Office 365 app's users and groups, mappings, provisioning.
 
+mod auth;
 mod client;
 mod error;
 mod link;
@@ -7,6 +8,7 @@ mod model;
 mod pacing;
 mod profile;
 
+pub use auth::{OktaCredential, ServiceApp, SERVICE_APP_SCOPES};
 pub use client::{OktaClient, OktaConfig, PROFILE_RULES_TTL};
 pub use error::OktaError;
 pub use model::{
