@@ -3,7 +3,8 @@
 
 use crate::harness::{fast_http, okta, okta_with, sandbox, sandbox_with};
 use o365_fixbot::directory::okta::{
-    LogCursor, LogEvent, LogQuery, OktaClient, PROVISIONING_ERROR_EVENT_TYPES, PUSH, PUSH_PROFILE,
+    AssignAppUser, LogCursor, LogEvent, LogQuery, OktaClient, PROVISIONING_ERROR_EVENT_TYPES, PUSH,
+    PUSH_PROFILE,
 };
 use o365_fixbot::sandbox::scenario::*;
 use o365_fixbot::sandbox::{Sandbox, SandboxOptions};
@@ -265,4 +266,56 @@ async fn the_log_bucket_answers_429_with_okta_headers_and_the_client_waits_it_ou
         cursor = LogCursor::Next(page.next.expect("next"));
     }
     assert!(o.retried_429() + o.throttle_waits() > 0);
+}
+
+#[tokio::test]
+async fn a_push_of_a_mismatched_user_logs_a_failure_and_a_healthy_one_does_not() {
+    let sb = sandbox().await;
+    let o = okta(&sb);
+    let assign = |upn: &str| {
+        let id = sb.okta_user_id(upn).unwrap();
+        let a = sb.okta_app_user(&id).unwrap();
+        AssignAppUser {
+            id: a.id,
+            scope: "USER".into(),
+            credentials: a.credentials.unwrap(),
+            profile: a.profile,
+        }
+    };
+    let megan = sb.okta_user_id(MEGAN).unwrap();
+    let healthy = sb.okta_user_id(&ordinary_upn(1)).unwrap();
+
+    // Provisioning on: a changed assignment is pushed at once.
+    o.assign(&assign(MEGAN)).await.unwrap();
+    o.assign(&assign(&ordinary_upn(1))).await.unwrap();
+    let (events, cursor) = drain(&o, failures_query(LONG_AGO, 100), 100).await;
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0].event_type, PUSH_PROFILE);
+    assert_eq!(events[0].user_target().map(|t| t.id.clone()), Some(megan));
+    assert!(events
+        .iter()
+        .all(|e| e.target.iter().all(|t| t.id != healthy)));
+
+    // Paused: nothing is pushed, nothing logged; the resume pushes the pending users.
+    let off = json!({
+        "create": { "lifecycleCreate": { "status": "DISABLED" } },
+        "update": { "profile": { "status": "DISABLED" } }
+    });
+    let on = json!({
+        "create": { "lifecycleCreate": { "status": "ENABLED" } },
+        "update": { "profile": { "status": "ENABLED" } }
+    });
+    o.set_provisioning(&off).await.unwrap();
+    o.assign(&assign(MEGAN)).await.unwrap();
+    o.assign(&assign(&ordinary_upn(1))).await.unwrap();
+    let (events, cursor) = drain(&o, LogCursor::Next(cursor), 100).await;
+    assert!(events.is_empty(), "{events:#?}");
+    o.set_provisioning(&on).await.unwrap();
+    let (events, _) = drain(&o, LogCursor::Next(cursor), 100).await;
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0].event_type, PUSH);
+    assert_eq!(
+        events[0].user_target().and_then(|t| t.alternate_id.clone()),
+        Some(MEGAN.to_owned())
+    );
 }
