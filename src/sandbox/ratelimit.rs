@@ -25,9 +25,10 @@ pub(crate) struct RateLimiter {
     own_limits: HashMap<&'static str, u32>,
 }
 
-/// The System Log's own bucket. Okta's management rate-limit table lists `/api/v1/logs`
-/// separately from the user and app endpoints, with a far lower per-minute limit (120 in
-/// Workforce orgs, per third-party summaries of that table; the figure varies by edition).
+/// The System Log's own bucket. Okta's "Management rate limits" page lists "Get System Log
+/// data: /api/v1/logs" apart from the user and app endpoints, per minute: 20 (Developer free),
+/// 50 (Developer paid, One App, Enterprise), 120 (Workforce Identity). The sandbox plays a
+/// Workforce org.
 pub(crate) const LOGS_BUCKET: &str = "/api/v1/logs";
 pub(crate) const LOGS_LIMIT: u32 = 120;
 

@@ -3,8 +3,8 @@
 
 use crate::harness::{fast_http, okta, okta_with, sandbox, sandbox_with};
 use o365_fixbot::directory::okta::{
-    AssignAppUser, LogCursor, LogEvent, LogQuery, OktaClient, PROVISIONING_ERROR_EVENT_TYPES, PUSH,
-    PUSH_PROFILE,
+    AssignAppUser, LogCursor, LogEvent, LogQuery, OktaClient, OktaError,
+    PROVISIONING_ERROR_EVENT_TYPES, PUSH, PUSH_PROFILE,
 };
 use o365_fixbot::sandbox::scenario::*;
 use o365_fixbot::sandbox::{Sandbox, SandboxOptions};
@@ -318,4 +318,19 @@ async fn a_push_of_a_mismatched_user_logs_a_failure_and_a_healthy_one_does_not()
         events[0].user_target().and_then(|t| t.alternate_id.clone()),
         Some(MEGAN.to_owned())
     );
+}
+
+#[tokio::test]
+async fn a_cursor_is_followed_only_on_the_orgs_own_log_endpoint() {
+    let sb = sandbox().await;
+    let o = okta(&sb);
+    sb.reset_calls();
+    for foreign in [
+        "https://evil.example/api/v1/logs?after=sbx1".to_owned(),
+        format!("{}/api/v1/users?after=sbx1", sb.urls.okta),
+    ] {
+        let e = o.logs_page(&LogCursor::Next(foreign.clone())).await;
+        assert!(matches!(e, Err(OktaError::Decode(_))), "{foreign}: {e:?}");
+    }
+    assert!(sb.calls().is_empty(), "nothing sent");
 }
