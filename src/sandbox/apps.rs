@@ -7,6 +7,7 @@ use super::okta::{bad_limit, error, malformed, mapped_properties, not_found, val
 use super::paging::page;
 use super::reply::{Ctx, Reply};
 use super::state::{prop_str, AppUserRec, State};
+use super::syslog;
 use super::MappingMode;
 
 pub(crate) fn check_app(st: &State, app: &str) -> Result<(), Reply> {
@@ -244,6 +245,19 @@ pub(crate) fn assign(st: &mut State, app: &str, ctx: &Ctx) -> Reply {
             rec
         }
     };
+    // Pushed at once: Office 365 refuses a user whose ImmutableID it cannot match, and Okta
+    // logs it (a new assignment is a create, a changed one a profile push).
+    if pushed {
+        if let Some(i) = st.app_user(user_id).filter(|&i| st.push_mismatch(i)) {
+            let kind = if existing.is_some() {
+                syslog::PUSH_PROFILE
+            } else {
+                syslog::PUSH
+            };
+            let event = syslog::push_failure(st, kind, i);
+            st.syslog.record(ctx.wall, event);
+        }
+    }
     Reply::json(200, app_user_json(st, &rec))
 }
 

@@ -16,6 +16,7 @@ mod reply;
 mod router;
 pub mod scenario;
 mod state;
+mod syslog;
 mod token;
 
 use crate::directory::graph::{EntraUser, GraphConfig};
@@ -391,6 +392,30 @@ impl Sandbox {
     }
     pub fn calls(&self) -> Vec<CallRecord> {
         self.state().calls.clone()
+    }
+    /// Okta's periodic profile push to Office 365: while provisioning pushes, records one
+    /// `application.provision.user.push_profile` FAILURE in the System Log for every app user
+    /// whose ImmutableID does not match Entra's. Returns how many events were recorded.
+    pub fn record_push_failures(&self) -> usize {
+        self.state()
+            .record_push_failures(std::time::SystemTime::now())
+    }
+    /// Persists an arbitrary System Log event now (`uuid`, `published` and a few defaults are
+    /// filled in when missing). Returns its `uuid`.
+    pub fn add_log_event(&self, event: Value) -> String {
+        self.state()
+            .syslog
+            .record(std::time::SystemTime::now(), event)
+    }
+    /// Events in the System Log so far.
+    pub fn log_events(&self) -> usize {
+        self.state().syslog.len()
+    }
+    /// The System Log bucket's own limit (same window as the other Okta buckets).
+    pub fn set_okta_logs_rate_limit(&self, limit: u32) {
+        self.state()
+            .rate
+            .set_bucket_limit(ratelimit::LOGS_BUCKET, limit);
     }
     /// Okta 429 answers served so far.
     pub fn okta_throttled(&self) -> u64 {

@@ -13,7 +13,7 @@ use super::clock::{epoch_secs_f64, random_alnum};
 use super::graph::Membership;
 use super::reply::{Ctx, Reply, GRAPH_JSON, PLAIN_JSON};
 use super::state::State;
-use super::{apps, graph, graph_limit, okta, patch, provisioning, ratelimit, token};
+use super::{apps, graph, graph_limit, okta, patch, provisioning, ratelimit, syslog, token};
 use super::{CallRecord, FaultAction};
 
 pub(crate) struct Shared {
@@ -60,6 +60,7 @@ enum Endpoint {
     GetFeature(String, Option<String>),
     PutFeature(String, String),
     AppUserSchema(String),
+    ListLogs,
     OktaUnknown,
     Unknown,
 }
@@ -136,6 +137,7 @@ impl Endpoint {
                     (Method::GET, ["meta", "schemas", "apps", app, "default"]) => {
                         Self::AppUserSchema(own(app))
                     }
+                    (Method::GET, ["logs"]) => Self::ListLogs,
                     _ => Self::OktaUnknown,
                 };
                 (ep, rel)
@@ -185,6 +187,7 @@ impl Endpoint {
             Self::GetFeature(..) => "okta.get_feature",
             Self::PutFeature(..) => "okta.put_feature",
             Self::AppUserSchema(_) => "okta.get_app_user_schema",
+            Self::ListLogs => "okta.list_logs",
             Self::OktaUnknown => "okta.unknown",
             Self::Unknown => "unknown",
         }
@@ -551,6 +554,7 @@ fn serve_okta(st: &mut State, ep: &Endpoint, ctx: &Ctx) -> Reply {
         Endpoint::GetFeature(app, name) => provisioning::get_feature(st, app, name.as_deref()),
         Endpoint::PutFeature(app, name) => provisioning::put_feature(st, app, name, ctx),
         Endpoint::AppUserSchema(app) => apps::app_user_schema(st, app),
+        Endpoint::ListLogs => syslog::list(st, ctx),
         _ => okta::not_found(&ctx.rel_path, "Endpoint"),
     }
 }

@@ -39,6 +39,7 @@ pub const OPERATIONS: &[&str] = &[
     "okta.get_feature",
     "okta.put_feature",
     "okta.get_app_user_schema",
+    "okta.list_logs",
 ];
 
 /// Graph application permissions the bot's app is granted by default.
@@ -387,6 +388,7 @@ pub(crate) fn build(opts: &SandboxOptions, origin: &str, secrets: Secrets) -> St
         graph_writes: WriteQuota::new(opts.graph_write_limit, opts.graph_write_window),
         graph_throttled: 0,
         calls: Vec::new(),
+        syslog: Default::default(),
     };
     let mut b = Builder {
         st,

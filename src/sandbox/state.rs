@@ -2,11 +2,12 @@
 //! Office 365 app, and everything the sandbox records for inspection.
 
 use serde_json::{Map, Value};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::faults::Faults;
 use super::graph_limit::WriteQuota;
 use super::ratelimit::RateLimiter;
+use super::syslog::{self, SystemLog};
 use super::token::TokenStore;
 use super::{CallRecord, MappingMode};
 
@@ -128,6 +129,8 @@ pub(crate) struct State {
     pub graph_writes: WriteQuota,
     pub graph_throttled: u64,
     pub calls: Vec<CallRecord>,
+    /// Okta's System Log.
+    pub syslog: SystemLog,
 }
 
 pub(crate) fn prop_str<'a>(p: &'a Props, name: &str) -> Option<&'a str> {
@@ -291,6 +294,12 @@ impl State {
             let entra_id = self
                 .entra_find_current(&self.app_users[i].user_name)
                 .and_then(|j| prop_str(&self.entra[j].current, "id").map(str::to_owned));
+            if self.push_mismatch(i) {
+                // The push still links the user here (the repair's own checks depend on it), but
+                // Okta reports what Office 365 answered about the ImmutableID.
+                let event = syslog::push_failure(self, syslog::PUSH, i);
+                self.syslog.record(SystemTime::now(), event);
+            }
             let a = &mut self.app_users[i];
             if let Some(id) = entra_id {
                 a.external_id = Some(id);
@@ -300,6 +309,36 @@ impl State {
                 a.sync_state = "ERROR".into();
             }
         }
+    }
+
+    /// Whether a push of app user `i` would send an ImmutableID the matching Entra user (by
+    /// UPN) does not hold: Office 365 then refuses to match the user. An app user without a
+    /// value, or without an Entra user, fails differently and is not counted here.
+    pub(crate) fn push_mismatch(&self, i: usize) -> bool {
+        let a = &self.app_users[i];
+        let Some(okta) = prop_str(&a.profile, "immutableId").filter(|v| !v.is_empty()) else {
+            return false;
+        };
+        let Some(j) = self.entra_find_current(&a.user_name) else {
+            return false;
+        };
+        prop_str(&self.entra[j].current, "onPremisesImmutableId") != Some(okta)
+    }
+
+    /// Okta's periodic profile push to Office 365, while provisioning pushes: one
+    /// `push_profile` failure per mismatched app user. Returns how many were recorded.
+    pub(crate) fn record_push_failures(&mut self, now: SystemTime) -> usize {
+        if !self.provisioning_enabled || !self.pushing() {
+            return 0;
+        }
+        let mismatched: Vec<usize> = (0..self.app_users.len())
+            .filter(|&i| self.push_mismatch(i))
+            .collect();
+        for &i in &mismatched {
+            let event = syslog::push_failure(self, syslog::PUSH_PROFILE, i);
+            self.syslog.record(now, event);
+        }
+        mismatched.len()
     }
 
     pub(crate) fn set_deactivate(&mut self, enabled: bool) {

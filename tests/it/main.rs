@@ -18,3 +18,4 @@ mod pause;
 mod pipeline;
 mod recovery;
 mod sandbox_rules;
+mod syslog;

@@ -4,8 +4,8 @@ use super::auth::{AuthFailure, Authorizer, OktaCredential};
 use super::link::next_link;
 use super::pacing::{bucket_of, throttled_until, Pacer, RateHeaders};
 use super::{
-    AppGroup, AppProfileRules, AppUser, AppUserSchema, AssignAppUser, Feature, OktaError,
-    OktaGroup, OktaUser, ProfileMapping,
+    AppGroup, AppProfileRules, AppUser, AppUserSchema, AssignAppUser, Feature, LogCursor, LogEvent,
+    LogPage, OktaError, OktaGroup, OktaUser, ProfileMapping,
 };
 use crate::directory::retry::{self, epoch_now, parse_retry_after, Attempt, AttemptCtx, GiveUp};
 use crate::directory::{HttpSettings, Reply};
@@ -356,6 +356,55 @@ impl OktaClient {
             )
             .await?;
         decode_reply(raw)
+    }
+
+    /// One page of a System Log poll (`GET /api/v1/logs`): from a new polling query, or from
+    /// the `next` link an earlier page returned (kept by the caller as its cursor). The System
+    /// Log has its own rate-limit bucket, which the pacer keys by path (`/api/v1/logs`), so
+    /// polling never spends the user and app buckets the repairs need; its 429s are waited out
+    /// like any other.
+    pub async fn logs_page(&self, from: &LogCursor) -> Result<Reply<LogPage>, OktaError> {
+        let logs_url = self.url(&["logs"]);
+        let url = match from {
+            LogCursor::Start(query) => query.url(&logs_url),
+            LogCursor::Next(link) => {
+                let url = logs_url
+                    .join(link)
+                    .map_err(|e| OktaError::Decode(format!("bad System Log cursor: {e}")))?;
+                // The token must never go to another host, and a cursor for another endpoint
+                // is not ours to follow.
+                if url.origin() != self.inner.org.origin() || url.path() != logs_url.path() {
+                    return Err(OktaError::Decode(format!(
+                        "System Log cursor points elsewhere ({}{})",
+                        url.origin().ascii_serialization(),
+                        url.path()
+                    )));
+                }
+                url
+            }
+        };
+        let raw = self
+            .call(
+                Method::GET,
+                url.clone(),
+                None,
+                Retry::Idempotent,
+                &CallState::default(),
+            )
+            .await?;
+        let events: Vec<LogEvent> = decode(&raw.body)?;
+        let next = match next_link(&raw.headers) {
+            Some(n) => Some(
+                url.join(&n)
+                    .map_err(|e| OktaError::Decode(format!("bad Link rel=next: {e}")))?
+                    .to_string(),
+            ),
+            None => None,
+        };
+        Ok(Reply {
+            value: LogPage { events, next },
+            request_id: raw.request_id,
+        })
     }
 
     fn feature_url(&self) -> Url {

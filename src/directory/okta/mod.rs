@@ -7,6 +7,7 @@ mod link;
 mod model;
 mod pacing;
 mod profile;
+mod syslog;
 
 pub use auth::{OktaCredential, ServiceApp, SERVICE_APP_SCOPES};
 pub use client::{OktaClient, OktaConfig, PROFILE_RULES_TTL};
@@ -18,4 +19,8 @@ pub use model::{
 pub use profile::{
     carry_over, AppProfileRules, AppUserSchema, CarryOver, CarryOverProblem, SchemaAttribute,
     ENTITLEMENT_ATTRIBUTES, IMMUTABLE_ID,
+};
+pub use syslog::{
+    LogActor, LogCursor, LogEvent, LogOutcome, LogPage, LogQuery, DEACTIVATE, GENERAL_FAILURE,
+    MAX_LOG_LIMIT, PROVISIONING_ERROR_EVENT_TYPES, PUSH, PUSH_PROFILE, VERIFY_EXISTS,
 };
