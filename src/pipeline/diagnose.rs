@@ -439,3 +439,79 @@ fn judge(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entra(iid: Option<&str>) -> EntraSide {
+        EntraSide {
+            upn: "megan@contoso.com".into(),
+            object_id: "8d2e0002-5a1c-4b7e-9f00-000000000002".into(),
+            domain: "contoso.com".into(),
+            authentication_type: Some("Federated".into()),
+            immutable_id: iid.map(str::to_owned),
+            sync_enabled: false,
+            account_enabled: Some(true),
+            assigned_licenses: 1,
+            roles: Vec::new(),
+        }
+    }
+
+    fn okta(iid: Option<&str>) -> OktaSide {
+        OktaSide {
+            login: "megan@contoso.com".into(),
+            status: "ACTIVE".into(),
+            app_user: Some(AppSide {
+                scope: "USER".into(),
+                status: "PROVISIONED".into(),
+                sync_state: Some("SYNCHRONIZED".into()),
+                external_id: None,
+                immutable_id: iid.map(str::to_owned),
+                licenses: Vec::new(),
+            }),
+            granting_groups: Vec::new(),
+        }
+    }
+
+    fn judge_of(e: Option<&str>, o: Option<&str>, source: &IdSource) -> (Verdict, Fix) {
+        let upn = Upn::parse("megan@contoso.com").unwrap();
+        let (v, f, _) = judge(
+            &upn,
+            Some(&entra(e)),
+            Some(&okta(o)),
+            source,
+            &RepairPolicy::default(),
+            false,
+        );
+        (v, f)
+    }
+
+    #[test]
+    fn without_a_value_in_okta_only_the_full_repair_helps() {
+        assert_eq!(
+            judge_of(Some("zHX2NueB9U6o4l2UDtkEdQ=="), None, &IdSource::SetByHand),
+            (Verdict::Differ, Fix::Full)
+        );
+    }
+
+    #[test]
+    fn a_value_entra_cannot_take_is_replaced_or_fixed_at_its_source() {
+        assert_eq!(
+            judge_of(None, Some("not base64!"), &IdSource::SetByHand),
+            (Verdict::EntraMissingId, Fix::Full)
+        );
+        let mapped = IdSource::Mapped {
+            expression: "user.o365ImmutableId".into(),
+        };
+        assert_eq!(
+            judge_of(None, Some("not base64!"), &mapped),
+            (Verdict::EntraMissingId, Fix::Outside)
+        );
+        assert_eq!(
+            judge_of(Some("zHX2NueB9U6o4l2UDtkEdQ=="), None, &mapped),
+            (Verdict::Differ, Fix::Outside),
+            "mapped but empty: the source attribute must be filled in Okta"
+        );
+    }
+}

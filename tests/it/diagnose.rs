@@ -213,3 +213,45 @@ fn the_cli_refuses_a_malformed_upn() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("user:") && stderr.contains('@'), "{stderr}");
 }
+
+#[test]
+fn the_console_answers_diagnose_only_to_the_asker() {
+    use std::io::Write;
+    let mut child = bin()
+        .args(["demo", "--stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let script = "alice: /diagnose user:lynne@contoso.com\n\
+                  alice: /diagnose user:not-a-upn\n\
+                  alice: /diagnose\n";
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().expect("binary finishes");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("fixbot: (only to alice) Diagnosis of lynne@contoso.com"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Verdict: synced from on-premises AD"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("fixbot: (only to alice) user: 'not-a-upn' has no '@'"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("the form is /diagnose user:<UPN>"),
+        "{stdout}"
+    );
+    // Read-only: lynne is as seeded in the final state the demo prints.
+    assert!(stdout.contains(LYNNE_ENTRA_IMMUTABLE_ID), "{stdout}");
+}
