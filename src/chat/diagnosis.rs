@@ -143,11 +143,8 @@ pub fn diagnosis_text(d: &Diagnosis) -> String {
     let mut out = format!("Diagnosis of {} (read-only)\n", sanitize(&d.upn, 200));
     out.push_str(&format!("{}  {}  Okta\n", pad("", w0), pad("Entra", w1)));
     for (k, e, o) in &rows {
-        out.push_str(
-            &format!("{}  {}  {}\n", pad(k, w0), pad(e, w1), o)
-                .trim_end()
-                .to_owned(),
-        );
+        // Trimmed: a row with an empty Okta cell must not end in padding.
+        out.push_str(format!("{}  {}  {}", pad(k, w0), pad(e, w1), o).trim_end());
         out.push('\n');
     }
     out.push_str(&format!("Verdict: {}\n", d.verdict.label()));
@@ -182,4 +179,68 @@ pub fn diagnosis_discord(d: &Diagnosis) -> String {
         out = out.chars().take(DISCORD_LIMIT - 1).collect::<String>() + "…";
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::diagnose::{AppSide, EntraSide, OktaSide, Verdict};
+
+    /// Directory values are text someone else typed: a licence name can carry a mention, a
+    /// masked link or a bidi override, and be long.
+    fn hostile() -> Diagnosis {
+        let evil = format!(
+            "@everyone [x](https://evil) \u{202E}kcab{}",
+            "A".repeat(3000)
+        );
+        Diagnosis {
+            upn: "megan@contoso.com".into(),
+            entra: Some(EntraSide {
+                upn: "megan@contoso.com".into(),
+                object_id: evil.clone(),
+                domain: "contoso.com".into(),
+                authentication_type: Some("Federated".into()),
+                immutable_id: Some("zHX2NueB9U6o4l2UDtkEdQ==".into()),
+                sync_enabled: false,
+                account_enabled: Some(true),
+                assigned_licenses: 1,
+                roles: vec![evil.clone()],
+            }),
+            okta: Some(OktaSide {
+                login: evil.clone(),
+                status: "ACTIVE".into(),
+                app_user: Some(AppSide {
+                    scope: "USER".into(),
+                    status: "PROVISIONED".into(),
+                    sync_state: None,
+                    external_id: Some(evil.clone()),
+                    immutable_id: Some(evil.clone()),
+                    licenses: vec![evil.clone(); 20],
+                }),
+                granting_groups: vec![evil.clone()],
+            }),
+            id_source: IdSource::Mapped {
+                expression: evil.clone(),
+            },
+            verdict: Verdict::Differ,
+            fix: Fix::Full,
+            why: evil,
+        }
+    }
+
+    #[test]
+    fn the_discord_version_is_one_safe_message() {
+        let text = diagnosis_discord(&hostile());
+        assert!(text.chars().count() <= DISCORD_LIMIT, "{}", text.len());
+        assert!(!text.contains("@everyone"), "no ping");
+        assert!(!text.contains("](http"), "no masked link");
+        assert!(!text.contains('\u{202E}'), "no bidi override");
+    }
+
+    #[test]
+    fn the_text_version_strips_invisible_characters() {
+        let text = diagnosis_text(&hostile());
+        assert!(!text.contains('\u{202E}'));
+        assert!(text.contains("Verdict: Entra and Okta hold different ImmutableIDs"));
+    }
 }
