@@ -72,10 +72,16 @@ fn rows(d: &Diagnosis) -> Vec<(&'static str, String, String)> {
                     "cloud (not synced)".into()
                 }
             }),
-            match &d.id_source {
+            // Only an app user holds a value whose source means anything.
+            app(&|_| match &d.id_source {
+                // Okta's articles map AD-sourced users' immutableId from the AD objectGUID,
+                // which Okta exposes as externalId: name that source when the expression uses it.
+                IdSource::Mapped { expression } if expression.contains("externalId") => {
+                    format!("mapping `{expression}` (AD externalId)")
+                }
                 IdSource::Mapped { expression } => format!("mapping `{expression}`"),
                 IdSource::SetByHand => "set by hand (not mapped)".into(),
-            },
+            }),
         ),
         (
             "assignment",
