@@ -255,3 +255,26 @@ fn the_console_answers_diagnose_only_to_the_asker() {
     // Read-only: lynne is as seeded in the final state the demo prints.
     assert!(stdout.contains(LYNNE_ENTRA_IMMUTABLE_ID), "{stdout}");
 }
+
+#[tokio::test]
+async fn okta_value_held_by_another_entra_user_needs_the_full_repair() {
+    use o365_fixbot::directory::graph::UserPatch;
+    use o365_fixbot::domain::EntraObjectId;
+    let env = env().await;
+    // Set-up, before the diagnosis counts calls: alex takes the value Okta sends for megan.
+    let alex = env.sb.entra_user(ALEX).expect("alex is in Entra");
+    crate::harness::graph(&env.sb)
+        .update_user(
+            &EntraObjectId::parse(&alex.id).unwrap(),
+            &UserPatch {
+                user_principal_name: None,
+                on_premises_immutable_id: Some(MEGAN_OKTA_IMMUTABLE_ID.into()),
+            },
+        )
+        .await
+        .expect("alex updated");
+    let d = diagnose(&env, MEGAN).await;
+    assert_eq!(d.verdict, Verdict::Differ);
+    assert_eq!(d.fix, Fix::Full, "{}", d.why);
+    assert!(d.why.contains(ALEX), "names the holder: {}", d.why);
+}
