@@ -1570,6 +1570,21 @@ async fn diagnose_is_answered_ephemerally_and_writes_nothing() {
         .collect();
     assert!(writes.is_empty(), "diagnose wrote: {writes:?}");
 
+    // public:true answers in the channel: deferred without the ephemeral flag.
+    let i = rig.fake.slash(
+        &bob(),
+        CHANNEL,
+        "diagnose",
+        &[("user", GRADY), ("public", "true")],
+    );
+    let reply = rig.fake.wait_reply(i, T).await;
+    assert_eq!(reply.response, Some((5, 0)), "deferred, public");
+    assert!(
+        reply.last_text().contains("assigned through a group"),
+        "{}",
+        reply.last_text()
+    );
+
     // A malformed UPN is answered at once; someone without a role is refused.
     let i = rig
         .fake

@@ -5,7 +5,7 @@
 //! /fix-immutable-id user:<UPN> [immutable_id:<GUID or base64 value>] [reason:<text>]
 //! /fix-status [run:<id or prefix>]
 //! /cancel run:<id or prefix>
-//! /diagnose user:<UPN>
+//! /diagnose user:<UPN> [public:true]
 //! ```
 
 use serde_json::{json, Value};
@@ -38,6 +38,8 @@ pub enum Command {
     },
     Diagnose {
         user: String,
+        /// Answer in the channel instead of only to the person.
+        public: bool,
     },
 }
 
@@ -81,17 +83,21 @@ pub fn definitions() -> Value {
         {
             "type": 1, "name": DIAGNOSE, "contexts": [0],
             "description": "Read-only: Entra and Okta side by side, a verdict and the smallest safe fix",
-            "options": [text("user", "The user's UPN, e.g. adele@contoso.com", MAX_UPN, true)]
+            "options": [
+                text("user", "The user's UPN, e.g. adele@contoso.com", MAX_UPN, true),
+                {"type": 5, "name": "public", "description": "Answer in the channel instead of only to you", "required": false}
+            ]
         }
     ])
 }
 
-/// The string options of an interaction, by name.
+/// The string options of an interaction, by name; a boolean option (`public`) as `true`/`false`.
 pub fn string_options(data: &CommandData) -> Vec<(String, String)> {
     data.options
         .iter()
         .filter_map(|o| match &o.value {
             CommandDataOptionValue::String(s) => Some((o.name.clone(), s.clone())),
+            CommandDataOptionValue::Boolean(b) => Some((o.name.clone(), b.to_string())),
             _ => None,
         })
         .collect()
@@ -109,7 +115,7 @@ pub fn parse(name: &str, options: &[(String, String)]) -> Result<Command, String
     for (k, _) in options {
         let known: &[&str] = match name {
             FIX => &["user", "immutable_id", "reason"],
-            DIAGNOSE => &["user"],
+            DIAGNOSE => &["user", "public"],
             STATUS | CANCEL => &["run"],
             _ => &[],
         };
@@ -132,6 +138,11 @@ pub fn parse(name: &str, options: &[(String, String)]) -> Result<Command, String
         }),
         DIAGNOSE => Ok(Command::Diagnose {
             user: get("user").ok_or("which user? /diagnose user:<UPN>")?,
+            public: match get("public").as_deref() {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(_) => return Err("public is true or false".into()),
+            },
         }),
         other => Err(format!(
             "unknown command `{}`",
@@ -172,9 +183,21 @@ mod tests {
         assert_eq!(
             parse(DIAGNOSE, &o(&[("user", "megan@contoso.com")])),
             Ok(Command::Diagnose {
-                user: "megan@contoso.com".into()
+                user: "megan@contoso.com".into(),
+                public: false
             })
         );
+        assert_eq!(
+            parse(
+                DIAGNOSE,
+                &o(&[("user", "megan@contoso.com"), ("public", "true")])
+            ),
+            Ok(Command::Diagnose {
+                user: "megan@contoso.com".into(),
+                public: true
+            })
+        );
+        assert!(parse(DIAGNOSE, &o(&[("user", "a@b.c"), ("public", "yes")])).is_err());
         assert!(parse(DIAGNOSE, &[]).is_err());
     }
 

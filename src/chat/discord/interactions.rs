@@ -134,7 +134,7 @@ impl Bot {
                 let text = self.cancel(&actor, &roles, &run).await;
                 self.edit_reply(poster, &cmd, &text).await;
             }
-            Command::Diagnose { user: upn } => {
+            Command::Diagnose { user: upn, public } => {
                 // Read-only, but it shows directory data: the same people as /fix-status.
                 if !self.policy.may_request(&roles) && !self.policy.may_approve(&roles) {
                     return self
@@ -153,7 +153,13 @@ impl Bot {
                         return self.reply(poster, &cmd, &text).await;
                     }
                 };
-                if let Err(e) = poster.defer_ephemeral(&cmd).await {
+                // Ephemeral unless asked for; the text is the same either way (sanitized, no pings).
+                let ack = if public {
+                    poster.defer_public(&cmd).await
+                } else {
+                    poster.defer_ephemeral(&cmd).await
+                };
+                if let Err(e) = ack {
                     return tracing::warn!(error = %super::post::describe(&e), "could not acknowledge /diagnose");
                 }
                 let text = match self.engine.diagnose(&upn).await {
