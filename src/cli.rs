@@ -55,6 +55,13 @@ enum Command {
         #[arg(long, value_name = "UPN", requires = "online")]
         user: Option<String>,
     },
+    /// Diagnose one user, read-only: Entra and Okta side by side, a verdict and the smallest
+    /// safe fix. Nothing is written anywhere.
+    Diagnose {
+        /// The user's UPN.
+        #[arg(value_name = "UPN")]
+        upn: String,
+    },
     /// Ask the running bot's /healthz (for container health checks; a minimal image has no curl).
     Healthcheck,
     /// Chat events from standard input against the configured tenant, with state kept in the
@@ -180,6 +187,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig { online, user } => {
             check_config(&config, online, user.as_deref()).await
         }
+        Command::Diagnose { upn } => diagnose(&config, &upn).await,
         Command::Healthcheck => crate::ops::health::probe(config.ops.listen).await,
         Command::Audit { action } => audit(&config, action),
         Command::Sandbox { listen } => {
@@ -209,6 +217,35 @@ async fn check_config(config: &Config, online: bool, user: Option<&str>) -> anyh
         }
     }
     crate::ops::check_report::print(&checks)
+}
+
+/// `diagnose`: on the embedded default, against a sandbox started for the purpose, as
+/// `check-config --online` does; the UPN is checked before anything is started.
+async fn diagnose(config: &Config, upn: &str) -> anyhow::Result<()> {
+    use crate::directory::graph::GraphClient;
+    use crate::directory::okta::OktaClient;
+    let upn = crate::domain::Upn::parse(upn).map_err(|e| anyhow::anyhow!("user: {e}"))?;
+    let mut _sandbox = None;
+    let (graph, okta) = if config.is_sandbox_default() {
+        let opts = crate::demo::sandbox_options(config, SocketAddr::from(([127, 0, 0, 1], 0)));
+        let sb = crate::sandbox::Sandbox::start(opts)
+            .await
+            .context("cannot start the sandbox tenant")?;
+        let clients = (
+            GraphClient::new(sb.graph_config(config.http.clone()))?,
+            OktaClient::new(sb.okta_config(config.http.clone()))?,
+        );
+        _sandbox = Some(sb);
+        clients
+    } else {
+        (
+            GraphClient::new(config.graph_client_config()?)?,
+            OktaClient::new(config.okta_client_config()?)?,
+        )
+    };
+    let d = crate::pipeline::diagnose::diagnose(&graph, &okta, &config.repair, &upn).await?;
+    println!("{}", crate::chat::diagnosis::diagnosis_text(&d));
+    Ok(())
 }
 
 async fn serve(

@@ -6,6 +6,8 @@
 //! bob: react ✅ [run]          (also: react ❌, approve, reject; run defaults to the latest)
 //! alice: /cancel [run]
 //! alice: /fix-status [run]   (a run: its journal, with both request ids of each write)
+//! alice: /diagnose user:adele@contoso.com   (read-only: Entra and Okta side by side, a verdict
+//!                                           and the smallest safe fix; nothing is written)
 //! sandbox: fail <operation> <nth> <status> <code>   (sandbox only: inject a fault)
 //! sandbox: applyfail <operation> <nth> <status> <code>   (sandbox only: the call is made, then
 //!                                                    answered with that error)
@@ -242,8 +244,9 @@ impl<'a, W: Write> Console<'a, W> {
             "/cancel" => self.cancel(actor, &roles, rest.trim()),
             "/fix-status" if !rest.trim().is_empty() => self.status_of(rest.trim()),
             "/fix-status" => self.status(),
+            "/diagnose" => self.diagnose(&actor, rest).await,
             other => self.say(&format!(
-                "unknown command `{}`; try /fix-immutable-id, react, /cancel or /fix-status.",
+                "unknown command `{}`; try /fix-immutable-id, /diagnose, react, /cancel or /fix-status.",
                 sanitize(other, 32)
             )),
         }
@@ -381,6 +384,47 @@ impl<'a, W: Write> Console<'a, W> {
                 self.say(&format!(
                     "(only to {}) could not plan: {}. Nothing was changed; try again shortly.",
                     actor.name, e
+                ));
+            }
+        }
+    }
+
+    /// `/diagnose user:<UPN>` (or the bare UPN): read-only, so anyone in console.people may ask,
+    /// and the answer goes only to them, as in Discord.
+    async fn diagnose(&mut self, actor: &Actor, args: &str) {
+        let words: Vec<&str> = args.split_whitespace().collect();
+        let upn = match words.as_slice() {
+            [one] => one.strip_prefix("user:").unwrap_or(one),
+            _ => {
+                self.say(&format!(
+                    "(only to {}) the form is /diagnose user:<UPN>.",
+                    actor.name
+                ));
+                return;
+            }
+        };
+        let upn = match crate::domain::Upn::parse(upn) {
+            Ok(u) => u,
+            Err(e) => {
+                self.say(&format!(
+                    "(only to {}) user: {}",
+                    actor.name,
+                    sanitize(&e.to_string(), 400)
+                ));
+                return;
+            }
+        };
+        match self.engine.diagnose(&upn).await {
+            Ok(d) => {
+                let text = super::diagnosis::diagnosis_text(&d);
+                self.say(&format!("(only to {}) {text}", actor.name));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "diagnosis failed");
+                self.say(&format!(
+                    "(only to {}) could not diagnose: {}. Nothing was changed; try again shortly.",
+                    actor.name,
+                    sanitize(&e.to_string(), 400)
                 ));
             }
         }

@@ -3,6 +3,7 @@
 
 pub mod capabilities;
 pub mod decide;
+pub mod diagnose;
 mod execute;
 pub mod journal;
 pub mod locks;
@@ -146,6 +147,14 @@ impl Engine {
             })
             .map_err(|e| PlanError::Internal(format!("{e:#}")))?;
         Ok(plan)
+    }
+
+    /// Diagnoses one user with reads only: nothing is written to Graph, Okta or the store.
+    pub async fn diagnose(
+        &self,
+        upn: &crate::domain::Upn,
+    ) -> Result<diagnose::Diagnosis, PlanError> {
+        diagnose::diagnose(&self.inner.graph, &self.inner.okta, &self.inner.policy, upn).await
     }
 
     /// The same plan, read-only end to end: nothing is written to Graph, Okta or the store,

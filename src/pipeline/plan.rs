@@ -137,14 +137,14 @@ impl Plan {
     }
 }
 
-fn graph_err(e: GraphError) -> PlanError {
+pub(crate) fn graph_err(e: GraphError) -> PlanError {
     PlanError::Unavailable {
         service: "Microsoft Graph",
         failure: ApiFailure::from_graph(&e),
     }
 }
 
-fn okta_err(e: OktaError) -> PlanError {
+pub(crate) fn okta_err(e: OktaError) -> PlanError {
     PlanError::Unavailable {
         service: "Okta",
         failure: ApiFailure::from_okta(&e),

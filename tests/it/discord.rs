@@ -283,7 +283,10 @@ async fn a_repair_from_command_to_summary() {
             .map(|c| c["name"].as_str().unwrap_or("").to_owned())
             .collect()
     });
-    assert_eq!(names, ["fix-immutable-id", "fix-status", "cancel"]);
+    assert_eq!(
+        names,
+        ["fix-immutable-id", "fix-status", "cancel", "diagnose"]
+    );
 
     let (plan, run) = rig.request(&alice(), ADELE, "INC-4711 can't sign in").await;
     let text = rig.plan_text(plan);
@@ -1539,4 +1542,64 @@ mod check {
         assert!(failures(&run(&fake, |_| {}).await).is_empty());
         only_gets(&fake);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn diagnose_is_answered_ephemerally_and_writes_nothing() {
+    let rig = rig().await;
+    rig.env.sb.reset_calls();
+    let i = rig
+        .fake
+        .slash(&bob(), CHANNEL, "diagnose", &[("user", MEGAN)]);
+    let reply = rig.fake.wait_reply(i, T).await;
+    assert_eq!(reply.response, Some((5, 64)), "deferred, ephemeral");
+    let text = reply.last_text();
+    assert!(text.contains("Diagnosis of megan@contoso.com"), "{text}");
+    assert!(
+        text.contains("Entra and Okta hold different ImmutableIDs"),
+        "{text}"
+    );
+    assert!(text.contains(MEGAN_OKTA_IMMUTABLE_ID), "{text}");
+    assert!(text.chars().count() <= 2000);
+    let writes: Vec<_> = rig
+        .env
+        .sb
+        .calls()
+        .into_iter()
+        .filter(|c| c.method != "GET" && !c.op.ends_with(".token"))
+        .collect();
+    assert!(writes.is_empty(), "diagnose wrote: {writes:?}");
+
+    // public:true answers in the channel: deferred without the ephemeral flag.
+    let i = rig.fake.slash(
+        &bob(),
+        CHANNEL,
+        "diagnose",
+        &[("user", GRADY), ("public", "true")],
+    );
+    let reply = rig.fake.wait_reply(i, T).await;
+    assert_eq!(reply.response, Some((5, 0)), "deferred, public");
+    assert!(
+        reply.last_text().contains("assigned through a group"),
+        "{}",
+        reply.last_text()
+    );
+
+    // A malformed UPN is answered at once; someone without a role is refused.
+    let i = rig
+        .fake
+        .slash(&alice(), CHANNEL, "diagnose", &[("user", "nobody")]);
+    let reply = rig.fake.wait_reply(i, T).await;
+    assert_eq!(reply.response, Some((4, 64)));
+    assert!(reply.last_text().contains("user:"), "{}", reply.last_text());
+    let i = rig
+        .fake
+        .slash(&mallory(), CHANNEL, "diagnose", &[("user", MEGAN)]);
+    let reply = rig.fake.wait_reply(i, T).await;
+    assert!(
+        reply.last_text().contains("only requesters and approvers"),
+        "{}",
+        reply.last_text()
+    );
+    rig.finish(&[]).await;
 }

@@ -4,6 +4,7 @@ mod check;
 mod clients;
 mod console;
 mod credentials;
+mod diagnose;
 mod discord;
 mod discord_delivery;
 mod discord_process;

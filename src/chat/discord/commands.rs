@@ -5,6 +5,7 @@
 //! /fix-immutable-id user:<UPN> [immutable_id:<GUID or base64 value>] [reason:<text>]
 //! /fix-status [run:<id or prefix>]
 //! /cancel run:<id or prefix>
+//! /diagnose user:<UPN> [public:true]
 //! ```
 
 use serde_json::{json, Value};
@@ -13,6 +14,7 @@ use serenity::all::{CommandData, CommandDataOptionValue};
 pub const FIX: &str = "fix-immutable-id";
 pub const STATUS: &str = "fix-status";
 pub const CANCEL: &str = "cancel";
+pub const DIAGNOSE: &str = "diagnose";
 
 /// Longest text Discord lets a person type into each option (the engine keeps less of a reason).
 const MAX_UPN: u16 = 256;
@@ -34,6 +36,11 @@ pub enum Command {
     Cancel {
         run: String,
     },
+    Diagnose {
+        user: String,
+        /// Answer in the channel instead of only to the person.
+        public: bool,
+    },
 }
 
 impl Command {
@@ -42,11 +49,12 @@ impl Command {
             Command::Fix { .. } => FIX,
             Command::Status { .. } => STATUS,
             Command::Cancel { .. } => CANCEL,
+            Command::Diagnose { .. } => DIAGNOSE,
         }
     }
 }
 
-/// The three guild commands, as the JSON Discord documents for "Bulk Overwrite Guild
+/// The four guild commands, as the JSON Discord documents for "Bulk Overwrite Guild
 /// Application Commands". Written out rather than built with serenity's `CreateCommand`, which
 /// serializes every option field for every option type (`channel_types`, `min_value` … on a
 /// string option): this body is exactly what the spec describes. Guild-only (`contexts: [0]`).
@@ -71,16 +79,25 @@ pub fn definitions() -> Value {
             "type": 1, "name": CANCEL, "contexts": [0],
             "description": "Cancel a repair that has not started executing",
             "options": [text("run", "A run id (or its first characters)", MAX_RUN, true)]
+        },
+        {
+            "type": 1, "name": DIAGNOSE, "contexts": [0],
+            "description": "Read-only: Entra and Okta side by side, a verdict and the smallest safe fix",
+            "options": [
+                text("user", "The user's UPN, e.g. adele@contoso.com", MAX_UPN, true),
+                {"type": 5, "name": "public", "description": "Answer in the channel instead of only to you", "required": false}
+            ]
         }
     ])
 }
 
-/// The string options of an interaction, by name.
+/// The string options of an interaction, by name; a boolean option (`public`) as `true`/`false`.
 pub fn string_options(data: &CommandData) -> Vec<(String, String)> {
     data.options
         .iter()
         .filter_map(|o| match &o.value {
             CommandDataOptionValue::String(s) => Some((o.name.clone(), s.clone())),
+            CommandDataOptionValue::Boolean(b) => Some((o.name.clone(), b.to_string())),
             _ => None,
         })
         .collect()
@@ -98,6 +115,7 @@ pub fn parse(name: &str, options: &[(String, String)]) -> Result<Command, String
     for (k, _) in options {
         let known: &[&str] = match name {
             FIX => &["user", "immutable_id", "reason"],
+            DIAGNOSE => &["user", "public"],
             STATUS | CANCEL => &["run"],
             _ => &[],
         };
@@ -117,6 +135,14 @@ pub fn parse(name: &str, options: &[(String, String)]) -> Result<Command, String
         STATUS => Ok(Command::Status { run: get("run") }),
         CANCEL => Ok(Command::Cancel {
             run: get("run").ok_or("which run? /cancel run:<id>")?,
+        }),
+        DIAGNOSE => Ok(Command::Diagnose {
+            user: get("user").ok_or("which user? /diagnose user:<UPN>")?,
+            public: match get("public").as_deref() {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(_) => return Err("public is true or false".into()),
+            },
         }),
         other => Err(format!(
             "unknown command `{}`",
@@ -154,6 +180,25 @@ mod tests {
             parse(CANCEL, &o(&[("run", "6f1c")])),
             Ok(Command::Cancel { run: "6f1c".into() })
         );
+        assert_eq!(
+            parse(DIAGNOSE, &o(&[("user", "megan@contoso.com")])),
+            Ok(Command::Diagnose {
+                user: "megan@contoso.com".into(),
+                public: false
+            })
+        );
+        assert_eq!(
+            parse(
+                DIAGNOSE,
+                &o(&[("user", "megan@contoso.com"), ("public", "true")])
+            ),
+            Ok(Command::Diagnose {
+                user: "megan@contoso.com".into(),
+                public: true
+            })
+        );
+        assert!(parse(DIAGNOSE, &o(&[("user", "a@b.c"), ("public", "yes")])).is_err());
+        assert!(parse(DIAGNOSE, &[]).is_err());
     }
 
     #[test]
@@ -166,13 +211,13 @@ mod tests {
     }
 
     #[test]
-    fn definitions_name_three_guild_commands() {
+    fn definitions_name_four_guild_commands() {
         let names: Vec<String> = definitions()
             .as_array()
             .unwrap()
             .iter()
             .map(|c| c["name"].as_str().unwrap().to_owned())
             .collect();
-        assert_eq!(names, [FIX, STATUS, CANCEL]);
+        assert_eq!(names, [FIX, STATUS, CANCEL, DIAGNOSE]);
     }
 }

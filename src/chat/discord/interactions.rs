@@ -1,5 +1,6 @@
 //! Slash-command interactions: who may do what where, `/fix-immutable-id` (plan, plan message,
-//! thread) and `/cancel`; `/fix-status`'s text is in `status`.
+//! thread), `/cancel` and `/diagnose` (read-only, ephemeral); `/fix-status`'s text is in
+//! `status`.
 
 use super::bot::{Bot, Slot, SlotState};
 use super::commands::{self, Command};
@@ -131,6 +132,46 @@ impl Bot {
                     return tracing::warn!(error = %super::post::describe(&e), "could not acknowledge /cancel");
                 }
                 let text = self.cancel(&actor, &roles, &run).await;
+                self.edit_reply(poster, &cmd, &text).await;
+            }
+            Command::Diagnose { user: upn, public } => {
+                // Read-only, but it shows directory data: the same people as /fix-status.
+                if !self.policy.may_request(&roles) && !self.policy.may_approve(&roles) {
+                    return self
+                        .reply(
+                            poster,
+                            &cmd,
+                            "⛔ only requesters and approvers can diagnose users.",
+                        )
+                        .await;
+                }
+                // A malformed UPN is answered at once, before any read.
+                let upn = match crate::domain::Upn::parse(&upn) {
+                    Ok(u) => u,
+                    Err(e) => {
+                        let text = format!("⛔ user: {}", sanitize(&e.to_string(), 300));
+                        return self.reply(poster, &cmd, &text).await;
+                    }
+                };
+                // Ephemeral unless asked for; the text is the same either way (sanitized, no pings).
+                let ack = if public {
+                    poster.defer_public(&cmd).await
+                } else {
+                    poster.defer_ephemeral(&cmd).await
+                };
+                if let Err(e) = ack {
+                    return tracing::warn!(error = %super::post::describe(&e), "could not acknowledge /diagnose");
+                }
+                let text = match self.engine.diagnose(&upn).await {
+                    Ok(d) => crate::chat::diagnosis::diagnosis_discord(&d),
+                    Err(e) => {
+                        tracing::error!(error = %e, "diagnosis failed");
+                        format!(
+                            "⚠ could not diagnose: {}. Nothing was changed; try again shortly.",
+                            sanitize(&e.to_string(), 600)
+                        )
+                    }
+                };
                 self.edit_reply(poster, &cmd, &text).await;
             }
         }

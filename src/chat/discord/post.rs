@@ -141,6 +141,16 @@ impl Poster {
         .await
     }
 
+    /// Acknowledges an interaction within the 3 s window; the reply will be seen in the channel
+    /// (type 5, no flags).
+    pub async fn defer_public(&self, cmd: &CommandInteraction) -> serenity::Result<()> {
+        cmd.create_response(
+            &self.http,
+            CreateInteractionResponse::Defer(CreateInteractionResponseMessage::new()),
+        )
+        .await
+    }
+
     /// Fills in the deferred reply (the interaction token is valid for 15 minutes).
     pub async fn edit_reply(&self, cmd: &CommandInteraction, text: &str) -> serenity::Result<()> {
         let content = fit(text);
