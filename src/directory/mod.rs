@@ -2,6 +2,7 @@
 
 pub mod assertion;
 pub mod graph;
+mod oauth;
 pub mod okta;
 pub mod retry;
 

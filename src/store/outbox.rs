@@ -188,6 +188,19 @@ impl Store {
         })
     }
 
+    /// [`Store::outbox_pending`] of one channel (its sender reads only these; the index on
+    /// `(state, channel_id, id)` serves it).
+    pub fn outbox_pending_in(&self, channel: u64) -> anyhow::Result<Vec<OutboxRow>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM outbox WHERE state = 'live' AND channel_id = ?1
+                   AND sent_revision < revision ORDER BY id"
+            ))?;
+            let rows = st.query_map(params![channel.to_string()], row)?;
+            rows.filter_map(Result::transpose).collect()
+        })
+    }
+
     pub fn outbox_row(&self, key: &str) -> anyhow::Result<Option<OutboxRow>> {
         self.with(|c| {
             c.query_row(

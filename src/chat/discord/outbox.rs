@@ -241,8 +241,8 @@ impl Outbox {
             if self.stopped() {
                 break;
             }
-            let rows: Vec<OutboxRow> = match self.inner.store.outbox_pending() {
-                Ok(r) => r.into_iter().filter(|r| r.channel == channel).collect(),
+            let rows = match self.inner.store.outbox_pending_in(channel) {
+                Ok(r) => r,
                 Err(_) => break,
             };
             match next(&rows, now_ms()) {

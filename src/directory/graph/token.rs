@@ -69,13 +69,6 @@ pub(super) struct TokenSource {
     fetched: std::sync::atomic::AtomicU64,
 }
 
-#[derive(serde::Deserialize)]
-struct TokenResponse {
-    access_token: String,
-    #[serde(default)]
-    expires_in: Option<u64>,
-}
-
 impl TokenSource {
     pub(super) fn new(
         http: reqwest::Client,
@@ -186,16 +179,9 @@ impl TokenSource {
             "graph token"
         );
         if (200..300).contains(&status) {
-            let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
-                TokenFailure::Refused(GraphError::Decode(format!("token response: {e}")))
-            })?;
-            if parsed.access_token.is_empty() {
-                return Err(TokenFailure::Refused(GraphError::Decode(
-                    "token response has an empty access_token".into(),
-                )));
-            }
-            let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3599).max(1));
-            return Ok((Secret::new(parsed.access_token), lifetime));
+            let grant = crate::directory::oauth::decode_grant(&body, 3599)
+                .map_err(|e| TokenFailure::Refused(GraphError::Decode(e)))?;
+            return Ok((grant.token, grant.lifetime));
         }
         let (error, description) = self.describe(&body);
         let auth = GraphError::Auth {

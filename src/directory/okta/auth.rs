@@ -94,15 +94,6 @@ pub(super) struct Authorizer {
     fetched: AtomicU64,
 }
 
-#[derive(serde::Deserialize)]
-struct TokenResponse {
-    access_token: String,
-    #[serde(default)]
-    expires_in: Option<u64>,
-    #[serde(default)]
-    scope: Option<String>,
-}
-
 impl Authorizer {
     pub(super) fn new(credential: OktaCredential, http: reqwest::Client, org: &Url) -> Self {
         // The org authorization server: the only one whose tokens carry `okta.*` scopes.
@@ -219,22 +210,15 @@ impl Authorizer {
         let body = res.bytes().await.map_err(unavailable)?;
         tracing::debug!(status, path = self.token_url.path(), "okta token");
         if (200..300).contains(&status) {
-            let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
-                AuthFailure::Refused(OktaError::Decode(format!("token response: {e}")))
-            })?;
-            if parsed.access_token.is_empty() {
-                return Err(AuthFailure::Refused(OktaError::Decode(
-                    "token response has an empty access_token".into(),
-                )));
-            }
-            let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3600).max(1));
-            let scopes = parsed
+            let grant = crate::directory::oauth::decode_grant(&body, 3600)
+                .map_err(|e| AuthFailure::Refused(OktaError::Decode(e)))?;
+            let scopes = grant
                 .scope
                 .unwrap_or(scope)
                 .split_whitespace()
                 .map(str::to_owned)
                 .collect();
-            return Ok((Secret::new(parsed.access_token), lifetime, scopes));
+            return Ok((grant.token, grant.lifetime, scopes));
         }
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
