@@ -28,9 +28,10 @@ bob: react ✅
 sandbox: fail graph.update_user 2 403 Authorization_RequestDenied
 alice: /fix-immutable-id user:megan@contoso.com reason:INC-4713
 bob: react ✅
-# No answer from Okta to the reassign: it may have happened, so it is sent again.
+# The full repair (mode:full: a new value in both systems). No answer from Okta to the
+# reassign: it may have happened, so it is sent again.
 sandbox: fail okta.assign 1 500 E0000009
-alice: /fix-immutable-id user:o'brien@contoso.com
+alice: /fix-immutable-id user:o'brien@contoso.com mode:full
 bob: react ✅
 alice: /fix-status
 "#;

@@ -2,12 +2,14 @@
 //! them. Grammar (`#` starts a comment):
 //!
 //! ```text
-//! alice: /fix-immutable-id user:adele@contoso.com [immutable_id:<GUID or value>] [reason:<text>]
+//! alice: /fix-immutable-id user:adele@contoso.com [immutable_id:<GUID or value>] [mode:smallest|full|entra-only] [reason:<text>]
 //! bob: react ✅ [run]          (also: react ❌, approve, reject; run defaults to the latest)
 //! alice: /cancel [run]
 //! alice: /fix-status [run]   (a run: its journal, with both request ids of each write)
 //! alice: /diagnose user:adele@contoso.com   (read-only: Entra and Okta side by side, a verdict
 //!                                           and the smallest safe fix; nothing is written)
+//! alice: react 🔧              (plans the fix the person's last diagnosis offered, as its
+//!                               button does in Discord; also: fix)
 //! sandbox: fail <operation> <nth> <status> <code>   (sandbox only: inject a fault)
 //! sandbox: applyfail <operation> <nth> <status> <code>   (sandbox only: the call is made, then
 //!                                                    answered with that error)
@@ -23,7 +25,10 @@ use super::render::{ignored_line, journal_line, plan_message, sanitize, step_lin
 use crate::approval::{ApprovalPolicy, PendingApproval, Verdict, Vote};
 use crate::domain::{Actor, RunId, RunState};
 use crate::ops::shutdown::{Lifecycle, Signals};
-use crate::pipeline::{Engine, Plan, PlanError, RepairRequest, Reporter, RunEvent, RunSummary};
+use crate::pipeline::diagnose::Fix;
+use crate::pipeline::{
+    Engine, ModeChoice, Plan, PlanError, RepairRequest, Reporter, RunEvent, RunSummary,
+};
 use crate::sandbox::{Fault, FaultAction, Sandbox};
 use crate::store::{now_ms, VoteKind};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -60,6 +65,8 @@ pub struct Console<'a, W: Write> {
     pub finished: Vec<RunSummary>,
     /// The run executing now, for a shutdown to name if it outlives the grace.
     lifecycle: Lifecycle,
+    /// The fix each person's last diagnosis offered (its button in Discord).
+    offers: HashMap<String, (String, ModeChoice, Option<String>)>,
 }
 
 impl<'a, W: Write> Console<'a, W> {
@@ -82,6 +89,7 @@ impl<'a, W: Write> Console<'a, W> {
             requested_here: HashSet::new(),
             finished: Vec::new(),
             lifecycle: Lifecycle::default(),
+            offers: HashMap::new(),
         }
     }
 
@@ -173,7 +181,8 @@ impl<'a, W: Write> Console<'a, W> {
         let _ = writeln!(self.out, "{line}");
         let first_word = line.split_whitespace().next().unwrap_or("");
         let bare = matches!(self.identity, Identity::Operator { .. })
-            && (line.starts_with('/') || matches!(first_word, "react" | "approve" | "reject"));
+            && (line.starts_with('/')
+                || matches!(first_word, "react" | "approve" | "reject" | "fix"));
         let (who, action) = if bare {
             (None, line)
         } else {
@@ -218,6 +227,10 @@ impl<'a, W: Write> Console<'a, W> {
             .unwrap_or((action, ""));
         match verb {
             "/fix-immutable-id" => self.request(actor, &roles, rest).await,
+            "fix" => self.take_offer(actor, &roles).await,
+            "react" if matches!(rest.trim(), "🔧" | ":wrench:") => {
+                self.take_offer(actor, &roles).await
+            }
             "react" | "approve" | "reject" => {
                 let (emoji, run) = if verb == "react" {
                     rest.trim()
@@ -318,6 +331,7 @@ impl<'a, W: Write> Console<'a, W> {
         }
         let mut upn = None;
         let mut id = None;
+        let mut mode = ModeChoice::Smallest;
         let mut reason = None;
         let mut rest = args.trim();
         while !rest.is_empty() {
@@ -328,12 +342,20 @@ impl<'a, W: Write> Console<'a, W> {
             let (word, tail) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
             if let Some(v) = word.strip_prefix("immutable_id:") {
                 id = Some(v);
+            } else if let Some(v) = word.strip_prefix("mode:") {
+                mode = match ModeChoice::parse(v) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.say(&format!("(only to {}) {e}. Nothing was done.", actor.name));
+                        return;
+                    }
+                };
             } else if let Some(v) = word.strip_prefix("user:") {
                 upn = Some(v);
             } else if upn.is_none() {
                 upn = Some(word);
             } else {
-                self.say(&format!("(only to {}) unexpected `{}`; the form is /fix-immutable-id user:<UPN> [immutable_id:<value>] [reason:<text>].", actor.name, sanitize(word, 64)));
+                self.say(&format!("(only to {}) unexpected `{}`; the form is /fix-immutable-id user:<UPN> [immutable_id:<value>] [mode:smallest|full|entra-only] [reason:<text>].", actor.name, sanitize(word, 64)));
                 return;
             }
             rest = tail.trim_start();
@@ -346,7 +368,7 @@ impl<'a, W: Write> Console<'a, W> {
             return;
         };
         let req = match RepairRequest::parse(actor.clone(), upn, id, reason) {
-            Ok(r) => r,
+            Ok(r) => r.with_mode(mode),
             Err(e) => {
                 self.say(&format!(
                     "(only to {}) {}. Nothing was changed.",
@@ -356,6 +378,46 @@ impl<'a, W: Write> Console<'a, W> {
                 return;
             }
         };
+        self.plan_and_show(actor, req).await;
+    }
+
+    /// `react 🔧`: the fix the person's last diagnosis offered, planned as `/fix-immutable-id`
+    /// would plan it with that mode and value.
+    async fn take_offer(&mut self, actor: Actor, roles: &[String]) {
+        if !self.policy.may_request(roles) {
+            self.say(&format!(
+                "(only to {}) you do not hold a requester role, so you cannot ask for repairs.",
+                actor.name
+            ));
+            return;
+        }
+        let Some((upn, mode, value)) = self.offers.remove(&actor.id) else {
+            self.say(&format!(
+                "(only to {}) no fix is on offer: /diagnose a user first.",
+                actor.name
+            ));
+            return;
+        };
+        let req = match RepairRequest::parse(
+            actor.clone(),
+            &upn,
+            value.as_deref(),
+            Some("fix offered by /diagnose"),
+        ) {
+            Ok(r) => r.with_mode(mode),
+            Err(e) => {
+                self.say(&format!(
+                    "(only to {}) {}. Nothing was changed.",
+                    actor.name,
+                    sanitize(&e.to_string(), 400)
+                ));
+                return;
+            }
+        };
+        self.plan_and_show(actor, req).await;
+    }
+
+    async fn plan_and_show(&mut self, actor: Actor, req: RepairRequest) {
         self.say(&format!("(only to {}) planning…", actor.name));
         match self.engine.plan(&req).await {
             Ok(plan) => {
@@ -418,6 +480,24 @@ impl<'a, W: Write> Console<'a, W> {
             Ok(d) => {
                 let text = super::diagnosis::diagnosis_text(&d);
                 self.say(&format!("(only to {}) {text}", actor.name));
+                let offer = match &d.fix {
+                    Fix::EntraOnly { value } => Some((ModeChoice::EntraOnly, Some(value.clone()))),
+                    Fix::Full => Some((ModeChoice::Full, None)),
+                    Fix::Nothing | Fix::Outside => None,
+                };
+                match offer {
+                    Some((mode, value)) => {
+                        self.say(&format!(
+                            "(only to {}) react 🔧 to plan this fix for a second person's approval.",
+                            actor.name
+                        ));
+                        self.offers
+                            .insert(actor.id.clone(), (d.upn.clone(), mode, value));
+                    }
+                    None => {
+                        self.offers.remove(&actor.id);
+                    }
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "diagnosis failed");

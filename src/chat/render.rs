@@ -80,6 +80,7 @@ pub fn plan_message(plan: &Plan, ttl: Duration) -> String {
     let source = match &plan.new_id_source {
         NewIdSource::Generated => "generated, unique in the tenant".to_owned(),
         NewIdSource::GivenByRequester => "as given, unique in the tenant".to_owned(),
+        NewIdSource::OktaValue => "the value Okta already sends, unique in the tenant".to_owned(),
         NewIdSource::OktaMapping { expression, .. } => {
             format!("the value Okta's mapping `{expression}` sends")
         }
@@ -88,6 +89,9 @@ pub fn plan_message(plan: &Plan, ttl: Duration) -> String {
         "   New ImmutableID: {} ({source})\n",
         plan.new_immutable_id
     ));
+    if !plan.mode_why.is_empty() {
+        s.push_str(&format!("   Mode: {}\n", plan.mode_why));
+    }
     if let Some(c) = &plan.carry_over {
         s.push_str(&carry_over_lines(c));
     }

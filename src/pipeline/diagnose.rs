@@ -421,11 +421,24 @@ fn judge(
             Fix::EntraOnly { value: v.to_owned() },
             format!("Okta fills immutableId from the mapping `{expression}`, so its value is authoritative: set Entra to {v} and touch nothing in Okta."),
         ),
-        (Some(v), IdSource::SetByHand) => (
-            verdict,
-            Fix::EntraOnly { value: v.to_owned() },
-            format!("Okta already sends {v} and no other Entra user holds it: set Entra to that value and touch nothing in Okta (no unassignment, no provisioning pause)."),
-        ),
+        // The plan's own rule (`okta_value_to_keep`), so the fix offered is the one it plans.
+        (Some(v), IdSource::SetByHand) => match app.external_id.as_deref() {
+            Some(x) if x.eq_ignore_ascii_case(&entra.object_id) => (
+                verdict,
+                Fix::EntraOnly { value: v.to_owned() },
+                format!("Okta already sends {v} on a direct assignment linked to this Entra user and no other Entra user holds it: set Entra to that value and touch nothing in Okta (no unassignment, no provisioning pause)."),
+            ),
+            Some(x) => (
+                verdict,
+                Fix::Full,
+                format!("Okta's assignment is linked to another Entra object ({x}); only a reassignment links it to this user, so the full repair is needed."),
+            ),
+            None => (
+                verdict,
+                Fix::Full,
+                "Okta's assignment is not linked to an Entra user yet (no externalId); only a reassignment links it, so the full repair is needed.".into(),
+            ),
+        },
         (None, IdSource::Mapped { expression }) => outside(
             verdict,
             Refusal::MappedButEmpty {
@@ -466,7 +479,7 @@ mod tests {
                 scope: "USER".into(),
                 status: "PROVISIONED".into(),
                 sync_state: Some("SYNCHRONIZED".into()),
-                external_id: None,
+                external_id: Some("8d2e0002-5a1c-4b7e-9f00-000000000002".into()),
                 immutable_id: iid.map(str::to_owned),
                 licenses: Vec::new(),
             }),
@@ -485,6 +498,30 @@ mod tests {
             false,
         );
         (v, f)
+    }
+
+    #[test]
+    fn okta_value_is_kept_only_on_an_assignment_linked_to_this_user() {
+        let v = "zHX2NueB9U6o4l2UDtkEdQ==";
+        assert_eq!(
+            judge_of(None, Some(v), &IdSource::SetByHand),
+            (Verdict::EntraMissingId, Fix::EntraOnly { value: v.into() })
+        );
+        let upn = Upn::parse("megan@contoso.com").unwrap();
+        for linked in [None, Some("8d2e0009-5a1c-4b7e-9f00-000000000009")] {
+            let mut o = okta(Some(v));
+            o.app_user.as_mut().unwrap().external_id = linked.map(str::to_owned);
+            let (verdict, fix, why) = judge(
+                &upn,
+                Some(&entra(Some("AAAAAAAAAAAAAAAAAAAAAA=="))),
+                Some(&o),
+                &IdSource::SetByHand,
+                &RepairPolicy::default(),
+                false,
+            );
+            assert_eq!((verdict, fix), (Verdict::Differ, Fix::Full), "{why}");
+            assert!(why.contains("reassignment links"), "{why}");
+        }
     }
 
     #[test]

@@ -479,7 +479,7 @@ fn ruled_out(k: StepKind, shape: &Shape) -> Option<&'static str> {
             Some("managed domain: the UPN does not move")
         }
         _ if k.number() >= 5 && !shape.full => {
-            Some("Okta already sends this value through its immutableId mapping")
+            Some("Entra-only repair: Okta already sends this value")
         }
         _ => None,
     }

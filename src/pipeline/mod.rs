@@ -19,7 +19,7 @@ pub mod summary;
 pub use execute::{read_plan, stored_plan, ENGINE_VERSION};
 pub use run::{CrashPoint, CrashPoints, RunObserver};
 
-pub use plan::{InputError, Plan, RepairMode, RepairRequest};
+pub use plan::{InputError, ModeChoice, Plan, RepairMode, RepairRequest};
 pub use refusal::{PlanError, Refusal};
 pub use report::{
     Phase, ProvisioningState, Reporter, RunEvent, RunOutcome, RunSummary, StepKind, StepOutcome,

@@ -20,6 +20,41 @@ pub struct RepairRequest {
     pub upn: Upn,
     pub immutable_id: Option<ImmutableId>,
     pub reason: Option<String>,
+    pub mode: ModeChoice,
+}
+
+/// Which repair the requester asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModeChoice {
+    /// The smallest safe fix: Entra-only to Okta's value when that value is authoritative,
+    /// linked and unique in the tenant; otherwise the full repair.
+    #[default]
+    Smallest,
+    /// The seed's nine steps with a new value, even when Entra-only would do.
+    Full,
+    /// Only the Entra-only fix (what a diagnosis offered); refused when it no longer applies,
+    /// rather than silently becoming a full repair.
+    EntraOnly,
+}
+
+impl ModeChoice {
+    /// `smallest` (or empty), `full`, `entra-only`.
+    pub fn parse(s: &str) -> Result<Self, InputError> {
+        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+            "" | "smallest" | "auto" => Ok(Self::Smallest),
+            "full" => Ok(Self::Full),
+            "entra-only" | "entra" => Ok(Self::EntraOnly),
+            _ => Err(InputError::Mode),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Smallest => "smallest",
+            Self::Full => "full",
+            Self::EntraOnly => "entra-only",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,6 +63,8 @@ pub enum InputError {
     Upn(#[from] crate::domain::UpnError),
     #[error("immutable_id: {0}")]
     ImmutableId(#[from] crate::domain::ImmutableIdError),
+    #[error("mode: use smallest (the default), full or entra-only")]
+    Mode,
 }
 
 impl RepairRequest {
@@ -54,7 +91,13 @@ impl RepairRequest {
             upn,
             immutable_id,
             reason,
+            mode: ModeChoice::Smallest,
         })
+    }
+
+    pub fn with_mode(mut self, mode: ModeChoice) -> Self {
+        self.mode = mode;
+        self
     }
 }
 
@@ -63,6 +106,8 @@ impl RepairRequest {
 pub enum NewIdSource {
     Generated,
     GivenByRequester,
+    /// The value already on Okta's assignment (no mapping): Entra is set to it, Okta untouched.
+    OktaValue,
     /// Okta fills `immutableId` through this mapping expression; Entra is set to what Okta sends.
     OktaMapping {
         mapping_id: String,
@@ -74,7 +119,7 @@ pub enum NewIdSource {
 pub enum RepairMode {
     /// All nine steps.
     Full,
-    /// Steps 1–4 only: Okta's value is mapped and already what Entra will hold.
+    /// Steps 1–4 only: Entra is set to the value Okta already sends; Okta is not touched.
     EntraOnly,
 }
 
@@ -126,6 +171,9 @@ pub struct Plan {
     /// (no reassignment), or a plan stored by a version that did not read the schema.
     #[serde(default)]
     pub carry_over: Option<CarryOver>,
+    /// Why this mode, for the plan message. Empty in plans stored by older versions.
+    #[serde(default)]
+    pub mode_why: String,
     pub notes: Vec<String>,
     pub facts: Facts,
     pub fingerprint: String,
@@ -392,8 +440,30 @@ pub(crate) async fn make_plan(ctx: &Inner, req: &RepairRequest) -> Result<Plan, 
     });
 
     let mut notes = Vec::new();
-    let (new_id, source, mode) = match mapping {
+    // The candidate's holders were read concurrently above; any other value is read when needed.
+    let mut candidate_holders = Some(holders);
+    let mut holders_of = async |id: &ImmutableId| -> Result<Vec<EntraUser>, PlanError> {
+        match candidate_holders.take() {
+            Some(h) if *id == candidate => Ok(h.map_err(graph_err)?.value),
+            _ => Ok(ctx
+                .graph
+                .users_with_immutable_id(id)
+                .await
+                .map_err(graph_err)?
+                .value),
+        }
+    };
+    let others = |holders: &[EntraUser]| {
+        holders
+            .iter()
+            .find(|u| !u.id.eq_ignore_ascii_case(entra_id.as_str()))
+            .map(|u| u.user_principal_name.clone())
+    };
+    let (new_id, source, mode, mode_why) = match mapping {
         Some((mapping_id, expression)) => {
+            if req.mode == ModeChoice::Full {
+                return Err(Refusal::MappedForbidsFull { expression }.into());
+            }
             let okta_value = app_user.immutable_id().map(str::to_owned).ok_or_else(|| {
                 Refusal::MappedButEmpty {
                     expression: expression.clone(),
@@ -417,9 +487,19 @@ pub(crate) async fn make_plan(ctx: &Inner, req: &RepairRequest) -> Result<Plan, 
             if entra.on_premises_immutable_id.as_deref() == Some(value.as_str()) {
                 return Err(Refusal::NothingToDo { id: okta_value }.into());
             }
+            if let Some(holder) = others(&holders_of(&value).await?) {
+                return Err(Refusal::IdTaken {
+                    id: value.to_string(),
+                    holder,
+                }
+                .into());
+            }
             notes.push(format!(
-                "Okta fills immutableId from the mapping `{expression}`, so only Entra is changed, to the value Okta already sends. For a fresh value, change that mapping (id {mapping_id}) first."
+                "For a fresh value, change Okta's mapping (id {mapping_id}) first."
             ));
+            let why = format!(
+                "Entra-only: Okta fills immutableId from the mapping `{expression}`, so its value is authoritative (Okta would overwrite any other). Entra is set to the value Okta already sends; Okta is not touched and provisioning is not paused."
+            );
             (
                 value,
                 NewIdSource::OktaMapping {
@@ -427,44 +507,75 @@ pub(crate) async fn make_plan(ctx: &Inner, req: &RepairRequest) -> Result<Plan, 
                     expression,
                 },
                 RepairMode::EntraOnly,
+                why,
             )
         }
         None => {
-            let source = if req.immutable_id.is_some() {
-                NewIdSource::GivenByRequester
-            } else {
-                NewIdSource::Generated
+            let entra_only = match req.mode {
+                ModeChoice::Full => Err("mode:full was asked for.".to_owned()),
+                ModeChoice::Smallest | ModeChoice::EntraOnly => {
+                    match okta_value_to_keep(&app_user, &entra_id, req.immutable_id.as_ref()) {
+                        Ok(value) => match others(&holders_of(&value).await?) {
+                            Some(holder) => Err(format!(
+                                "Okta's value {value} already belongs to {holder} in Entra, and ImmutableIDs are unique in the tenant."
+                            )),
+                            None => Ok(value),
+                        },
+                        Err(why) => Err(why),
+                    }
+                }
             };
-            (candidate.clone(), source, RepairMode::Full)
-        }
-    };
-
-    // Uniqueness: the candidate was checked concurrently above; a mapped value is checked now.
-    let holders = if new_id == candidate {
-        holders.map_err(graph_err)?.value
-    } else {
-        ctx.graph
-            .users_with_immutable_id(&new_id)
-            .await
-            .map_err(graph_err)?
-            .value
-    };
-    let mut new_id = new_id;
-    if let Some(other) = holders
-        .iter()
-        .find(|u| !u.id.eq_ignore_ascii_case(entra_id.as_str()))
-    {
-        if source == NewIdSource::Generated {
-            // A random GUID clashing is astronomically unlikely; draw again rather than refuse.
-            new_id = fresh_unique_id(ctx).await?;
-        } else {
-            return Err(Refusal::IdTaken {
-                id: new_id.to_string(),
-                holder: other.user_principal_name.clone(),
+            match entra_only {
+                Ok(value) => {
+                    if entra.on_premises_immutable_id.as_deref() == Some(value.as_str()) {
+                        return Err(Refusal::AlreadyAgree {
+                            id: value.to_string(),
+                        }
+                        .into());
+                    }
+                    if app_user
+                        .sync_state
+                        .as_deref()
+                        .is_some_and(|s| s.eq_ignore_ascii_case("ERROR"))
+                    {
+                        notes.push("Okta's last push for this user failed (syncState ERROR): after the repair, retry the failed task in Okta (Dashboard → Tasks), or wait for the next profile push.".into());
+                    }
+                    let why = format!(
+                        "Entra-only: Okta already sends {value} on a direct assignment linked to this Entra user, and no other Entra user holds it. Entra is set to that value; Okta is not touched and provisioning is not paused. Ask with mode:full for a new value in both systems."
+                    );
+                    (value, NewIdSource::OktaValue, RepairMode::EntraOnly, why)
+                }
+                Err(why) if req.mode == ModeChoice::EntraOnly => {
+                    return Err(Refusal::EntraOnlyNotApplicable { why }.into());
+                }
+                Err(why) => {
+                    let source = if req.immutable_id.is_some() {
+                        NewIdSource::GivenByRequester
+                    } else {
+                        NewIdSource::Generated
+                    };
+                    let why = format!(
+                        "Full repair: {why} The seed's procedure gives both systems a new value."
+                    );
+                    let mut new_id = candidate.clone();
+                    if let Some(holder) = others(&holders_of(&new_id).await?) {
+                        if source == NewIdSource::Generated {
+                            // A random GUID clashing is astronomically unlikely; draw again
+                            // rather than refuse.
+                            new_id = fresh_unique_id(ctx).await?;
+                        } else {
+                            return Err(Refusal::IdTaken {
+                                id: new_id.to_string(),
+                                holder,
+                            }
+                            .into());
+                        }
+                    }
+                    (new_id, source, RepairMode::Full, why)
+                }
             }
-            .into());
         }
-    }
+    };
 
     if entra.on_premises_immutable_id.is_some()
         && entra.on_premises_immutable_id == app_user.immutable_id().map(str::to_owned)
@@ -505,10 +616,42 @@ pub(crate) async fn make_plan(ctx: &Inner, req: &RepairRequest) -> Result<Plan, 
         provisioning_before: feature.value.capabilities,
         mapped_properties,
         carry_over,
+        mode_why,
         notes,
         facts,
         fingerprint,
     })
+}
+
+/// Okta's value on the assignment, when Entra can simply take it: set, valid, the one asked for
+/// (if any), and on an assignment already linked to this Entra user. Otherwise why not, in a
+/// sentence. Uniqueness in the tenant is the caller's read.
+pub(crate) fn okta_value_to_keep(
+    app_user: &AppUser,
+    entra_id: &EntraObjectId,
+    given: Option<&ImmutableId>,
+) -> Result<ImmutableId, String> {
+    let Some(v) = app_user.immutable_id() else {
+        return Err("Okta holds no ImmutableID for the user, so there is no value to keep.".into());
+    };
+    let value = ImmutableId::parse_value(v)
+        .map_err(|e| format!("Okta holds `{v}`, which Entra cannot take ({e})."))?;
+    if given.is_some_and(|g| *g != value) {
+        return Err(
+            "the value asked for differs from Okta's, so Okta must be reassigned with it.".into(),
+        );
+    }
+    // Okta keeps the Entra object id it linked the assignment to in `externalId`; without that
+    // link, setting Entra alone leaves Okta pushing to nobody, and only a reassignment links.
+    match app_user.external_id.as_deref() {
+        Some(x) if x.eq_ignore_ascii_case(entra_id.as_str()) => Ok(value),
+        Some(x) => Err(format!(
+            "Okta's assignment is linked to another Entra object ({x}); only a reassignment links it to this user."
+        )),
+        None => Err(
+            "Okta's assignment is not linked to an Entra user yet (no externalId); only a reassignment links it.".into(),
+        ),
+    }
 }
 
 /// A generated value no user holds yet.

@@ -63,6 +63,18 @@ pub enum Refusal {
     NothingToDo {
         id: String,
     },
+    /// Entra and Okta hold the same value and the requester asked for the smallest fix.
+    AlreadyAgree {
+        id: String,
+    },
+    /// The Entra-only fix was asked for (from a diagnosis) and no longer applies.
+    EntraOnlyNotApplicable {
+        why: String,
+    },
+    /// `mode:full` with a mapping that fills immutableId: Okta would overwrite the new value.
+    MappedForbidsFull {
+        expression: String,
+    },
     ProvisioningUnavailable {
         detail: String,
     },
@@ -155,6 +167,18 @@ impl fmt::Display for Refusal {
             Refusal::NothingToDo { id } => write!(
                 f,
                 "Entra already holds {id}, the value Okta's mapping sends; there is nothing to repair."
+            ),
+            Refusal::AlreadyAgree { id } => write!(
+                f,
+                "Entra and Okta already hold the same ImmutableID {id}; there is nothing to repair. To re-link the user with a fresh value anyway, ask again with mode:full."
+            ),
+            Refusal::EntraOnlyNotApplicable { why } => write!(
+                f,
+                "the Entra-only fix no longer applies: {why} Run /diagnose again for the fix that does."
+            ),
+            Refusal::MappedForbidsFull { expression } => write!(
+                f,
+                "Okta fills immutableId from the mapping `{expression}`, so a new value would be overwritten by Okta's next push and mode:full cannot help. Leave mode out for the Entra-only repair to Okta's value, or change the mapping first."
             ),
             Refusal::ProvisioningUnavailable { detail } => write!(
                 f,

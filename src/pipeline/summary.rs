@@ -375,7 +375,7 @@ pub fn summarize(i: &Inputs<'_>) -> RunSummary {
                 OktaEnd::NotNeeded => {
                     outcome = RunOutcome::Repaired;
                     head = format!(
-                        "Entra now holds {new_id}, the value Okta already sends through its mapping. Ask {upn} to sign in"
+                        "Entra now holds {new_id}, the value Okta already sends. Ask {upn} to sign in"
                     );
                 }
                 OktaEnd::Assigned { seen } if seen.as_deref() == Some(new_id.as_str()) => {

@@ -338,6 +338,29 @@ impl Sandbox {
         true
     }
 
+    /// Gives an Entra user an ImmutableID (e.g. one another user's Okta assignment sends).
+    pub fn set_entra_immutable_id(&self, upn_or_id: &str, value: &str) -> bool {
+        let mut st = self.state();
+        let Some(i) = st.entra_find_current(upn_or_id) else {
+            return false;
+        };
+        let e = &mut st.entra[i];
+        e.current
+            .insert("onPremisesImmutableId".into(), Value::String(value.into()));
+        e.prev = None;
+        true
+    }
+
+    /// Sets (or removes) the Entra object id Okta linked an Office 365 assignment to.
+    pub fn set_app_user_external_id(&self, okta_user_id: &str, external_id: Option<&str>) -> bool {
+        let mut st = self.state();
+        let Some(i) = st.app_user(okta_user_id) else {
+            return false;
+        };
+        st.app_users[i].external_id = external_id.map(str::to_owned);
+        true
+    }
+
     /// The Entra user as stored (no lag), by UPN (case-insensitive) or object id.
     pub fn entra_user(&self, upn_or_id: &str) -> Option<EntraUser> {
         let st = self.state();

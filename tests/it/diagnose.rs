@@ -278,3 +278,48 @@ async fn okta_value_held_by_another_entra_user_needs_the_full_repair() {
     assert_eq!(d.fix, Fix::Full, "{}", d.why);
     assert!(d.why.contains(ALEX), "names the holder: {}", d.why);
 }
+
+/// Console: `react 🔧` plans the fix the person's last diagnosis offered; a second person
+/// approves; the next diagnosis is healthy. Without a diagnosis there is nothing to take.
+#[test]
+fn the_console_turns_a_diagnosis_into_a_plan() {
+    use std::io::Write;
+    let mut child = bin()
+        .args(["demo", "--stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let script = "carol: react 🔧\n\
+                  alice: /diagnose user:megan@contoso.com\n\
+                  alice: react 🔧\n\
+                  bob: react ✅\n\
+                  bob: /diagnose user:megan@contoso.com\n";
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().expect("binary finishes");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("(only to carol) no fix is on offer"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("(only to alice) react 🔧 to plan this fix"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Mode: Entra-only"), "{stdout}");
+    assert!(stdout.contains("Requested by alice"), "{stdout}");
+    assert!(stdout.contains("approved by bob"), "{stdout}");
+    assert!(stdout.contains("🎉 done"), "{stdout}");
+    let last = stdout
+        .rsplit("Diagnosis of megan@contoso.com")
+        .next()
+        .unwrap();
+    assert!(last.contains("Verdict: healthy"), "{last}");
+}

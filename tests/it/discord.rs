@@ -150,7 +150,7 @@ impl Rig {
             who,
             CHANNEL,
             "fix-immutable-id",
-            &[("user", upn), ("reason", reason)],
+            &[("user", upn), ("reason", reason), ("mode", "full")],
         );
         let first = self.fake.wait_response(i, T).await;
         assert_eq!(
@@ -1236,7 +1236,7 @@ async fn duplicated_dispatches_execute_once_and_say_nothing_twice() {
         &alice(),
         CHANNEL,
         "fix-immutable-id",
-        &[("user", ADELE), ("reason", "INC-16")],
+        &[("user", ADELE), ("reason", "INC-16"), ("mode", "full")],
     );
     rig.fake.redispatch_interaction(i);
     let plan = rig.fake.wait_plan(CHANNEL, ADELE, T).await;
@@ -1602,4 +1602,78 @@ async fn diagnose_is_answered_ephemerally_and_writes_nothing() {
         reply.last_text()
     );
     rig.finish(&[]).await;
+}
+
+/// A diagnosis offers its fix as a button; pressing it makes the plan exactly as
+/// `/fix-immutable-id` would (the same mode and value), awaiting a second person's approval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_diagnosis_button_plans_the_fix_for_a_second_persons_approval() {
+    let rig = rig().await;
+    let diag = rig
+        .fake
+        .slash(&bob(), CHANNEL, "diagnose", &[("user", MEGAN)]);
+    let reply = rig.fake.wait_reply(diag, T).await;
+    let buttons: Vec<String> = reply
+        .components
+        .iter()
+        .flat_map(|row| row["components"].as_array().cloned().unwrap_or_default())
+        .filter_map(|b| b["custom_id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(buttons.len(), 1, "one offered fix: {:?}", reply.components);
+    assert!(
+        buttons[0].starts_with(&format!("fix:e:{MEGAN_OKTA_IMMUTABLE_ID}:")),
+        "{buttons:?}"
+    );
+    // A healthy user is offered nothing.
+    let i = rig
+        .fake
+        .slash(&bob(), CHANNEL, "diagnose", &[("user", &ordinary_upn(1))]);
+    assert!(rig.fake.wait_reply(i, T).await.components.is_empty());
+
+    // alice presses bob's button (as a public diagnosis allows): she is the requester.
+    let press = rig.fake.press(&alice(), CHANNEL, diag, &buttons[0]);
+    let answer = rig.fake.wait_reply(press, T).await;
+    assert_eq!(answer.response, Some((4, 64)), "answered privately at once");
+    let plan = rig.fake.wait_plan(CHANNEL, MEGAN, T).await;
+    let text = rig.fake.world(|w| w.messages[&plan].content.clone());
+    assert!(text.contains("Mode: Entra-only"), "{text}");
+    assert!(text.contains(MEGAN_OKTA_IMMUTABLE_ID), "{text}");
+    assert!(text.contains("Requested by alice"), "{text}");
+    rig.fake
+        .wait_for("the plan's thread", T, |w| {
+            w.threads.contains_key(&plan).then_some(())
+        })
+        .await;
+    rig.fake.react(&alice(), CHANNEL, plan, "✅");
+    rig.fake
+        .wait_text(plan, "alice's reaction does not count", T)
+        .await;
+    rig.fake.react(&bob(), CHANNEL, plan, "✅");
+    let summary = rig.fake.wait_text(plan, "🎉 done", T).await;
+    assert!(summary.contains(MEGAN_OKTA_IMMUTABLE_ID), "{summary}");
+    assert_eq!(
+        rig.env
+            .sb
+            .entra_user(MEGAN)
+            .unwrap()
+            .on_premises_immutable_id
+            .as_deref(),
+        Some(MEGAN_OKTA_IMMUTABLE_ID)
+    );
+    assert!(
+        rig.env.sb.provisioning_writes().is_empty(),
+        "Okta untouched"
+    );
+
+    // A button this bot did not make changes nothing.
+    let forged = rig
+        .fake
+        .press(&alice(), CHANNEL, diag, "fix:e:AAAA:not-an-id");
+    let reply = rig.fake.wait_reply(forged, T).await;
+    assert!(
+        reply.last_text().contains("not one this bot knows"),
+        "{}",
+        reply.last_text()
+    );
+    rig.finish(&[alice().id]).await;
 }

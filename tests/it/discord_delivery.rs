@@ -156,7 +156,11 @@ async fn concurrent_repairs_in_one_channel_stay_under_its_limits() {
                 &who,
                 CHANNEL,
                 "fix-immutable-id",
-                &[("user", &ordinary_upn(n)), ("reason", "bulk")],
+                &[
+                    ("user", &ordinary_upn(n)),
+                    ("reason", "bulk"),
+                    ("mode", "full"),
+                ],
             )
         })
         .collect();
@@ -377,7 +381,7 @@ async fn a_thread_that_cannot_be_created_leaves_the_plan_approvable_and_answers_
         &alice(),
         CHANNEL,
         "fix-immutable-id",
-        &[("user", ADELE), ("reason", "INC-T")],
+        &[("user", ADELE), ("reason", "INC-T"), ("mode", "full")],
     );
     let plan = rig
         .fake

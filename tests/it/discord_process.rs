@@ -272,7 +272,11 @@ async fn sigterm_answers_commands_restarting_brings_the_executing_run_to_a_safe_
         &alice(),
         CHANNEL,
         "fix-immutable-id",
-        &[("user", ALEX), ("reason", "INC-9 shutdown")],
+        &[
+            ("user", ALEX),
+            ("reason", "INC-9 shutdown"),
+            ("mode", "full"),
+        ],
     );
     fake.wait_response(ask, T).await;
     let plan = fake.wait_plan(CHANNEL, ALEX, T).await;
@@ -281,7 +285,11 @@ async fn sigterm_answers_commands_restarting_brings_the_executing_run_to_a_safe_
         &alice(),
         CHANNEL,
         "fix-immutable-id",
-        &[("user", MEGAN), ("reason", "INC-9 approved late")],
+        &[
+            ("user", MEGAN),
+            ("reason", "INC-9 approved late"),
+            ("mode", "full"),
+        ],
     );
     fake.wait_response(ask2, T).await;
     let waiting = fake.wait_plan(CHANNEL, MEGAN, T).await;
@@ -365,7 +373,7 @@ async fn a_run_that_outlives_the_grace_is_named_in_the_log_and_the_exit_is_still
         &alice(),
         CHANNEL,
         "fix-immutable-id",
-        &[("user", ALEX), ("reason", "INC-9 grace")],
+        &[("user", ALEX), ("reason", "INC-9 grace"), ("mode", "full")],
     );
     fake.wait_response(ask, T).await;
     let plan = fake.wait_plan(CHANNEL, ALEX, T).await;

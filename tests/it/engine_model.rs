@@ -27,8 +27,8 @@ use o365_fixbot::directory::HttpSettings;
 use o365_fixbot::domain::{Actor, EntraObjectId, RunId};
 use o365_fixbot::pipeline::steps::Label;
 use o365_fixbot::pipeline::{
-    CrashPoint, CrashPoints, Engine, Plan, ProvisioningState, RepairRequest, Reporter, RunEvent,
-    RunOutcome, RunSummary,
+    CrashPoint, CrashPoints, Engine, ModeChoice, Plan, ProvisioningState, RepairRequest, Reporter,
+    RunEvent, RunOutcome, RunSummary,
 };
 use o365_fixbot::sandbox::scenario::*;
 use o365_fixbot::sandbox::{Fault, FaultAction, Sandbox, SandboxOptions};
@@ -461,7 +461,8 @@ async fn run_case_inner(case: Case) -> Ran {
         None,
         Some("model test"),
     )
-    .expect("valid request");
+    .expect("valid request")
+    .with_mode(ModeChoice::Full);
     let plan = match engine.plan(&req).await {
         Ok(p) => p,
         Err(e) => {

@@ -8,7 +8,8 @@ use crate::pipeline::{fail, test_policy};
 use o365_fixbot::domain::{Actor, RunState};
 use o365_fixbot::pipeline::steps::Label;
 use o365_fixbot::pipeline::{
-    CrashPoint, CrashPoints, Engine, Plan, RepairRequest, Reporter, RunOutcome, RunSummary,
+    CrashPoint, CrashPoints, Engine, ModeChoice, Plan, RepairRequest, Reporter, RunOutcome,
+    RunSummary,
 };
 use o365_fixbot::sandbox::scenario::*;
 use o365_fixbot::sandbox::{Fault, FaultAction, Sandbox, SandboxOptions};
@@ -65,7 +66,8 @@ impl Rig {
 
 async fn plan(e: &Engine, upn: &str) -> Plan {
     let req = RepairRequest::parse(Actor::new("u-alice", "alice"), upn, None, Some("test"))
-        .expect("input");
+        .expect("input")
+        .with_mode(ModeChoice::Full);
     e.plan(&req).await.expect("plan")
 }
 

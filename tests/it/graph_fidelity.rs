@@ -8,7 +8,7 @@ use o365_fixbot::chat::render::journal_line;
 use o365_fixbot::directory::graph::{ClientRequestId, GraphClient, UserPatch, WriteBudget};
 use o365_fixbot::directory::HttpSettings;
 use o365_fixbot::domain::{Actor, EntraObjectId};
-use o365_fixbot::pipeline::{Engine, RepairRequest, Reporter};
+use o365_fixbot::pipeline::{Engine, ModeChoice, RepairRequest, Reporter};
 use o365_fixbot::pipeline::{PlanError, Refusal};
 use o365_fixbot::sandbox::scenario::*;
 use o365_fixbot::sandbox::{CallRecord, Fault, FaultAction, Sandbox, SandboxOptions};
@@ -34,7 +34,8 @@ fn engine_with(sb: &Sandbox, g: GraphClient) -> Engine {
 
 async fn plan_err(e: &Engine, upn: &str) -> PlanError {
     let req = RepairRequest::parse(Actor::new("u-alice", "alice"), upn, None, Some("test"))
-        .expect("input");
+        .expect("input")
+        .with_mode(ModeChoice::Full);
     e.plan(&req).await.expect_err(upn)
 }
 
@@ -239,7 +240,8 @@ async fn a_write_whose_answer_is_lost_was_journalled_with_the_id_the_sandbox_saw
     let g = GraphClient::new(sb.graph_config(http)).unwrap();
     let e = engine_with(&sb, g);
     let req = RepairRequest::parse(Actor::new("u-alice", "alice"), MEGAN, None, Some("test"))
-        .expect("input");
+        .expect("input")
+        .with_mode(ModeChoice::Full);
     let p = e.plan(&req).await.expect("plan");
     sb.inject(Fault {
         op: "graph.update_user".into(),
@@ -446,7 +448,8 @@ async fn concurrent_repairs_under_a_small_quota_never_see_a_429_in_a_step() {
             None,
             Some("test"),
         )
-        .expect("input");
+        .expect("input")
+        .with_mode(ModeChoice::Full);
         let p = e.plan(&req).await.expect("plan");
         assert!(e.mark_approved(p.run).unwrap());
         let e = e.clone();
@@ -482,7 +485,7 @@ async fn the_console_status_of_a_run_shows_both_request_ids_of_each_write() {
         Vec::new(),
     );
     console
-        .run_script("alice: /fix-immutable-id user:megan@contoso.com\nbob: approve\n")
+        .run_script("alice: /fix-immutable-id user:megan@contoso.com mode:full\nbob: approve\n")
         .await;
     let run = engine.store().recent_runs(1).unwrap().remove(0);
     console

@@ -4,9 +4,10 @@
 use crate::harness::{calls_of, graph, okta, sandbox_with};
 use o365_fixbot::config::RepairPolicy;
 use o365_fixbot::domain::Actor;
+use o365_fixbot::pipeline::plan::NewIdSource;
 use o365_fixbot::pipeline::{
-    Engine, Phase, Plan, PlanError, ProvisioningState, Refusal, RepairMode, RepairRequest,
-    Reporter, RunEvent, RunOutcome, RunSummary, StepKind, StepOutcome,
+    Engine, ModeChoice, Phase, Plan, PlanError, ProvisioningState, Refusal, RepairMode,
+    RepairRequest, Reporter, RunEvent, RunOutcome, RunSummary, StepKind, StepOutcome,
 };
 use o365_fixbot::sandbox::scenario::*;
 use o365_fixbot::sandbox::{Fault, FaultAction, MappingMode, Sandbox, SandboxOptions};
@@ -64,8 +65,20 @@ fn alice() -> Actor {
     Actor::new("u-alice", "alice")
 }
 
+/// The full repair (most tests are about its nine steps).
 pub async fn plan(env: &Env, upn: &str, id: Option<&str>) -> Result<Plan, PlanError> {
-    let req = RepairRequest::parse(alice(), upn, id, Some("test")).expect("valid input");
+    plan_as(env, upn, id, ModeChoice::Full).await
+}
+
+pub async fn plan_as(
+    env: &Env,
+    upn: &str,
+    id: Option<&str>,
+    mode: ModeChoice,
+) -> Result<Plan, PlanError> {
+    let req = RepairRequest::parse(alice(), upn, id, Some("test"))
+        .expect("valid input")
+        .with_mode(mode);
     env.engine.plan(&req).await
 }
 
@@ -298,13 +311,26 @@ async fn every_plan_refusal_says_why_and_changes_nothing() {
 async fn mapped_immutable_id_repairs_entra_only_to_oktas_value() {
     let env = env().await;
     env.sb.set_mapping(MappingMode::Ignore);
-    let p = plan(&env, MEGAN, None).await.expect("plan");
+    let p = plan_as(&env, MEGAN, None, ModeChoice::Smallest)
+        .await
+        .expect("plan");
     assert_eq!(p.mode, RepairMode::EntraOnly);
     assert_eq!(p.new_immutable_id.as_str(), MEGAN_OKTA_IMMUTABLE_ID);
-    assert!(p.notes.iter().any(|n| n.contains("mapping")));
-    let err = plan(&env, OBRIEN, Some("35918bc9-196d-40ea-9779-889d79b753f0"))
-        .await
-        .unwrap_err();
+    assert!(p.mode_why.contains("mapping"), "{}", p.mode_why);
+    // A new value would be overwritten by Okta's next push: mode:full cannot help.
+    let err = plan(&env, MEGAN, None).await.unwrap_err();
+    assert!(
+        matches!(err, PlanError::Refused(Refusal::MappedForbidsFull { .. })),
+        "{err:?}"
+    );
+    let err = plan_as(
+        &env,
+        OBRIEN,
+        Some("35918bc9-196d-40ea-9779-889d79b753f0"),
+        ModeChoice::Smallest,
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(err, PlanError::Refused(Refusal::MappedConflict { .. })),
         "{err:?}"
@@ -707,4 +733,113 @@ async fn a_stale_plan_writes_nothing() {
     assert_eq!(s.outcome, RunOutcome::Stale, "{s:?}");
     assert!(s.message.contains("Entra ImmutableID"), "{}", s.message);
     assert_eq!(calls_of(&env.sb, "graph.update_user"), writes);
+}
+
+/// Okta's value on a direct assignment linked to the user, unique in the tenant: by default the
+/// plan is the Entra-only repair to it, and running it touches nothing in Okta.
+#[tokio::test]
+async fn the_smallest_fix_by_default_is_entra_only_to_oktas_value() {
+    let env = env().await;
+    let p = plan_as(&env, MEGAN, None, ModeChoice::Smallest)
+        .await
+        .expect("plan");
+    assert_eq!(p.mode, RepairMode::EntraOnly);
+    assert_eq!(p.new_id_source, NewIdSource::OktaValue);
+    assert_eq!(p.new_immutable_id.as_str(), MEGAN_OKTA_IMMUTABLE_ID);
+    assert!(p.carry_over.is_none(), "no reassignment, nothing carried");
+    assert!(p.mode_why.starts_with("Entra-only"), "{}", p.mode_why);
+    let text = o365_fixbot::chat::render::plan_message(&p, Duration::from_secs(900));
+    assert!(text.contains("Mode: Entra-only"), "{text}");
+    assert!(!text.contains("Unassign"), "{text}");
+    env.sb.reset_calls();
+    let (s, _) = run(&env, &p).await;
+    assert_eq!(s.outcome, RunOutcome::Repaired, "{s:?}");
+    assert_eq!(
+        env.sb
+            .entra_user(MEGAN)
+            .unwrap()
+            .on_premises_immutable_id
+            .as_deref(),
+        Some(MEGAN_OKTA_IMMUTABLE_ID)
+    );
+    assert!(env.sb.provisioning_writes().is_empty(), "no pause");
+    assert_eq!(
+        calls_of(&env.sb, "okta.unassign") + calls_of(&env.sb, "okta.assign"),
+        0
+    );
+    assert_invariants(&env, &p, &s);
+
+    // mode:full forces the seed's procedure with a new value.
+    let env = self::env().await;
+    let p = plan_as(&env, MEGAN, None, ModeChoice::Full).await.unwrap();
+    assert_eq!(p.mode, RepairMode::Full);
+    assert_ne!(p.new_immutable_id.as_str(), MEGAN_OKTA_IMMUTABLE_ID);
+    assert!(p.mode_why.contains("mode:full"), "{}", p.mode_why);
+}
+
+#[tokio::test]
+async fn the_full_repair_when_oktas_value_cannot_be_kept() {
+    // Okta's value already belongs to another Entra user.
+    let env = env().await;
+    assert!(env.sb.set_entra_immutable_id(ALEX, MEGAN_OKTA_IMMUTABLE_ID));
+    let p = plan_as(&env, MEGAN, None, ModeChoice::Smallest)
+        .await
+        .unwrap();
+    assert_eq!(p.mode, RepairMode::Full);
+    assert!(
+        p.mode_why.contains("already belongs to alex@fabrikam.com"),
+        "{}",
+        p.mode_why
+    );
+    let err = plan_as(&env, MEGAN, None, ModeChoice::EntraOnly)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            PlanError::Refused(Refusal::EntraOnlyNotApplicable { .. })
+        ),
+        "{err:?}"
+    );
+
+    // The assignment is not linked to this Entra user: only a reassignment links it.
+    let env = self::env().await;
+    let okta_id = env.sb.okta_user_id(MEGAN).unwrap();
+    assert!(env.sb.set_app_user_external_id(&okta_id, None));
+    let p = plan_as(&env, MEGAN, None, ModeChoice::Smallest)
+        .await
+        .unwrap();
+    assert_eq!(p.mode, RepairMode::Full);
+    assert!(p.mode_why.contains("not linked"), "{}", p.mode_why);
+
+    // A value asked for that differs from Okta's must reach Okta too.
+    let env = self::env().await;
+    let given = "35918bc9-196d-40ea-9779-889d79b753f0";
+    let p = plan_as(&env, MEGAN, Some(given), ModeChoice::Smallest)
+        .await
+        .unwrap();
+    assert_eq!(
+        (p.mode, &p.new_id_source),
+        (RepairMode::Full, &NewIdSource::GivenByRequester)
+    );
+}
+
+#[tokio::test]
+async fn agreeing_systems_need_nothing_unless_full_is_asked_for() {
+    let env = env().await;
+    let upn = ordinary_upn(1);
+    let err = plan_as(&env, &upn, None, ModeChoice::Smallest)
+        .await
+        .unwrap_err();
+    let PlanError::Refused(r @ Refusal::AlreadyAgree { .. }) = &err else {
+        panic!("{err:?}");
+    };
+    assert!(r.to_string().contains("mode:full"), "{r}");
+    let p = plan_as(&env, &upn, None, ModeChoice::Full).await.unwrap();
+    assert_eq!(p.mode, RepairMode::Full);
+    assert_eq!(
+        calls_of(&env.sb, "graph.update_user"),
+        0,
+        "planning writes nothing"
+    );
 }

@@ -279,7 +279,9 @@ fn assert_invariants(t: &Tenant, upn: &str, output: &[String]) {
 }
 
 fn request(bot: &mut Bot, upn: &str) {
-    bot.send(&format!("/fix-immutable-id user:{upn} reason:crash test"));
+    bot.send(&format!(
+        "/fix-immutable-id user:{upn} mode:full reason:crash test"
+    ));
     assert!(
         bot.wait_for(|l| l.contains("Repair plan for")),
         "{:#?}",
@@ -405,7 +407,7 @@ async fn killed_between_the_unassign_and_its_journal_outcome() {
 async fn an_approval_after_a_restart_executes_the_run_once() {
     let t = tenant().await;
     let mut bot = Bot::start(&t);
-    bot.send(&format!("/fix-immutable-id user:{ALEX}"));
+    bot.send(&format!("/fix-immutable-id user:{ALEX} mode:full"));
     assert!(bot.wait_for(|l| l.contains("Repair plan for")));
     bot.send("react ✅");
     // Killed before the approval was read.

@@ -2,7 +2,7 @@
 //! an interaction's options to a [`Command`]. Grammar:
 //!
 //! ```text
-//! /fix-immutable-id user:<UPN> [immutable_id:<GUID or base64 value>] [reason:<text>]
+//! /fix-immutable-id user:<UPN> [immutable_id:<GUID or base64 value>] [mode:smallest|full|entra-only] [reason:<text>]
 //! /fix-status [run:<id or prefix>]
 //! /cancel run:<id or prefix>
 //! /diagnose user:<UPN> [public:true]
@@ -28,6 +28,8 @@ pub enum Command {
     Fix {
         user: String,
         immutable_id: Option<String>,
+        /// `smallest` (the default), `full` or `entra-only`; validated by the engine's parser.
+        mode: Option<String>,
         reason: Option<String>,
     },
     Status {
@@ -68,6 +70,13 @@ pub fn definitions() -> Value {
                 text("user", "The user's UPN, e.g. adele@contoso.com", MAX_UPN, true),
                 text("immutable_id", "A GUID or base64 ImmutableID to use; empty generates one", MAX_ID, false),
                 text("reason", "Ticket or reason, shown in the plan", MAX_REASON, false),
+                {"type": 3, "name": "mode", "required": false,
+                 "description": "smallest (default: Entra-only when Okta's value can be kept) or full (all nine steps, new value)",
+                 "choices": [
+                    {"name": "smallest safe fix", "value": "smallest"},
+                    {"name": "full repair with a new value", "value": "full"},
+                    {"name": "Entra-only to Okta's value", "value": "entra-only"}
+                 ]},
             ]
         },
         {
@@ -114,7 +123,7 @@ pub fn parse(name: &str, options: &[(String, String)]) -> Result<Command, String
     };
     for (k, _) in options {
         let known: &[&str] = match name {
-            FIX => &["user", "immutable_id", "reason"],
+            FIX => &["user", "immutable_id", "reason", "mode"],
             DIAGNOSE => &["user", "public"],
             STATUS | CANCEL => &["run"],
             _ => &[],
@@ -130,6 +139,7 @@ pub fn parse(name: &str, options: &[(String, String)]) -> Result<Command, String
         FIX => Ok(Command::Fix {
             user: get("user").ok_or("which user? /fix-immutable-id user:<UPN>")?,
             immutable_id: get("immutable_id"),
+            mode: get("mode"),
             reason: get("reason"),
         }),
         STATUS => Ok(Command::Status { run: get("run") }),
@@ -172,6 +182,7 @@ mod tests {
             Ok(Command::Fix {
                 user: "adele@contoso.com".into(),
                 immutable_id: None,
+                mode: None,
                 reason: Some("INC-1".into())
             })
         );

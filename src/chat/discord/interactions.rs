@@ -6,7 +6,7 @@ use super::bot::{Bot, Slot, SlotState};
 use super::commands::{self, Command};
 use super::limits::retry_in;
 use super::place::Place;
-use super::post::Poster;
+use super::post::{Ask, Poster};
 use super::reactions::{self, REJECT};
 use super::relay::compose;
 use super::rest::{code as rest_code, Post, RestError};
@@ -15,6 +15,7 @@ use crate::approval::PendingApproval;
 use crate::chat::render::{plan_message, sanitize, PlanState};
 use crate::domain::RunId;
 use crate::domain::{Actor, RunState};
+use crate::pipeline::plan::ModeChoice;
 use crate::pipeline::{PlanError, RepairRequest};
 use crate::store::{now_ms, NewMessage, Put};
 use serenity::all::{ChannelId, CommandInteraction, GuildId, MessageId, UserId};
@@ -25,20 +26,32 @@ use tokio::sync::Mutex;
 pub(super) const RESTARTING: &str =
     "🔄 the bot is restarting; try again in a minute. Nothing was done.";
 
-/// How a command's author is addressed in replies.
-fn author(cmd: &CommandInteraction) -> (UserId, String, Vec<String>) {
-    match &cmd.member {
+/// What a repair is asked for with, from a command or a diagnosis's button.
+pub(super) struct FixAsk<'a> {
+    pub upn: &'a str,
+    pub immutable_id: Option<&'a str>,
+    pub mode: ModeChoice,
+    pub reason: Option<&'a str>,
+}
+
+/// How an interaction's author is addressed in replies.
+pub(super) fn author(ask: Ask<'_>) -> (UserId, String, Vec<String>) {
+    match ask.member() {
         Some(m) => (
             m.user.id,
             reactions::display_name(m),
             reactions::role_ids(m),
         ),
-        None => (cmd.user.id, cmd.user.name.clone(), Vec::new()),
+        None => (ask.user().id, ask.user().name.clone(), Vec::new()),
     }
 }
 
 impl Bot {
-    fn place_ok(&self, guild: Option<GuildId>, channel: ChannelId) -> Result<(), String> {
+    pub(super) fn place_ok(
+        &self,
+        guild: Option<GuildId>,
+        channel: ChannelId,
+    ) -> Result<(), String> {
         if !guild.is_some_and(|g| self.settings.guild_ids.contains(&g.get())) {
             return Err("this bot only takes commands in its own server.".into());
         }
@@ -63,7 +76,7 @@ impl Bot {
             tracing::debug!(interaction = %cmd.id, "an interaction delivered twice is ignored");
             return;
         }
-        let (user, name, roles) = author(&cmd);
+        let (user, name, roles) = author((&cmd).into());
         if self.lifecycle.draining() {
             return self.reply(poster, &cmd, RESTARTING).await;
         }
@@ -97,19 +110,24 @@ impl Bot {
             Command::Fix {
                 user: upn,
                 immutable_id,
+                mode,
                 reason,
             } => {
-                self.fix(
-                    poster,
-                    &cmd,
-                    actor,
-                    user,
-                    &roles,
-                    &upn,
-                    immutable_id.as_deref(),
-                    reason.as_deref(),
-                )
-                .await
+                let mode = match ModeChoice::parse(mode.as_deref().unwrap_or("")) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let text = format!("⛔ {e}. Nothing was done.");
+                        return self.reply(poster, &cmd, &text).await;
+                    }
+                };
+                let ask = FixAsk {
+                    upn: &upn,
+                    immutable_id: immutable_id.as_deref(),
+                    mode,
+                    reason: reason.as_deref(),
+                };
+                self.fix(poster, (&cmd).into(), actor, user, &roles, ask)
+                    .await
             }
             Command::Status { run } => {
                 if !self.policy.may_request(&roles) && !self.policy.may_approve(&roles) {
@@ -162,30 +180,44 @@ impl Bot {
                 if let Err(e) = ack {
                     return tracing::warn!(error = %super::post::describe(&e), "could not acknowledge /diagnose");
                 }
-                let text = match self.engine.diagnose(&upn).await {
-                    Ok(d) => crate::chat::diagnosis::diagnosis_discord(&d),
+                let (text, button) = match self.engine.diagnose(&upn).await {
+                    Ok(d) => (
+                        crate::chat::diagnosis::diagnosis_discord(&d),
+                        super::offer::button(&d),
+                    ),
                     Err(e) => {
                         tracing::error!(error = %e, "diagnosis failed");
-                        format!(
+                        let text = format!(
                             "⚠ could not diagnose: {}. Nothing was changed; try again shortly.",
                             sanitize(&e.to_string(), 600)
-                        )
+                        );
+                        (text, None)
                     }
                 };
-                self.edit_reply(poster, &cmd, &text).await;
+                let button = button.as_ref().map(|(id, label)| (id.as_str(), *label));
+                if let Err(e) = poster.edit_reply_with(&cmd, &text, button).await {
+                    tracing::warn!(error = %super::post::describe(&e), "could not answer /diagnose");
+                }
             }
         }
     }
 
-    async fn reply(&self, poster: &Poster, cmd: &CommandInteraction, text: &str) {
-        if let Err(e) = poster.reply_ephemeral(cmd, text).await {
-            tracing::warn!(command = %cmd.data.name, error = %super::post::describe(&e), "could not answer an interaction");
+    pub(super) async fn reply<'a>(&self, poster: &Poster, ask: impl Into<Ask<'a>>, text: &str) {
+        let ask = ask.into();
+        if let Err(e) = poster.reply_ephemeral(ask, text).await {
+            tracing::warn!(command = %ask.name(), error = %super::post::describe(&e), "could not answer an interaction");
         }
     }
 
-    async fn edit_reply(&self, poster: &Poster, cmd: &CommandInteraction, text: &str) {
-        if let Err(e) = poster.edit_reply(cmd, text).await {
-            tracing::warn!(command = %cmd.data.name, error = %super::post::describe(&e), "could not edit a deferred reply");
+    pub(super) async fn edit_reply<'a>(
+        &self,
+        poster: &Poster,
+        ask: impl Into<Ask<'a>>,
+        text: &str,
+    ) {
+        let ask = ask.into();
+        if let Err(e) = poster.edit_reply(ask, text).await {
+            tracing::warn!(command = %ask.name(), error = %super::post::describe(&e), "could not edit a deferred reply");
         }
     }
 
@@ -203,25 +235,29 @@ impl Bot {
         )
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn fix(
+    /// `/fix-immutable-id`, or a diagnosis's fix button: the same plan, the same approval.
+    pub(super) async fn fix(
         self: &Arc<Self>,
         poster: &Poster,
-        cmd: &CommandInteraction,
+        cmd: Ask<'_>,
         actor: Actor,
         user: UserId,
         roles: &[String],
-        upn: &str,
-        immutable_id: Option<&str>,
-        reason: Option<&str>,
+        ask: FixAsk<'_>,
     ) {
+        let FixAsk {
+            upn,
+            immutable_id,
+            mode,
+            reason,
+        } = ask;
         if !self.policy.may_request(roles) {
             return self
                 .reply(poster, cmd, "⛔ you do not hold a requester role, so you cannot ask for repairs. Nothing was done.")
                 .await;
         }
         let req = match RepairRequest::parse(actor.clone(), upn, immutable_id, reason) {
-            Ok(r) => r,
+            Ok(r) => r.with_mode(mode),
             Err(e) => {
                 let text = format!("⛔ {} Nothing was done.", sanitize(&e.to_string(), 400));
                 return self.reply(poster, cmd, &text).await;
@@ -259,7 +295,7 @@ impl Bot {
                 return self.edit_reply(poster, cmd, &text).await;
             }
         };
-        let Some(guild) = cmd.guild_id else { return };
+        let Some(guild) = cmd.guild_id() else { return };
         // The TTL runs from the run's creation in the store, which a restart keeps.
         let created = self
             .engine
@@ -279,7 +315,7 @@ impl Bot {
                 need: self.policy.approvals_required,
             },
         );
-        let message = match self.post_plan(cmd.channel_id, plan.run, &first).await {
+        let message = match self.post_plan(cmd.channel_id(), plan.run, &first).await {
             Ok(m) => m,
             Err(e) => {
                 let _ = self.engine.close_unexecuted_by(
@@ -294,7 +330,7 @@ impl Bot {
         let place = Place {
             run: plan.run,
             guild,
-            channel: cmd.channel_id,
+            channel: cmd.channel_id(),
             message,
             requester: user,
         };

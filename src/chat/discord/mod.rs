@@ -19,6 +19,7 @@ pub mod commands;
 mod expiry;
 mod interactions;
 pub mod limits;
+mod offer;
 pub mod outbox;
 mod place;
 pub mod post;
@@ -96,10 +97,11 @@ impl EventHandler for Handler {
     }
 
     async fn interaction_create(&self, ctx: Context, interaction: Interaction) {
-        if let Interaction::Command(cmd) = interaction {
-            self.bot
-                .on_command(&Poster::new(ctx.http.clone()), cmd)
-                .await;
+        let poster = Poster::new(ctx.http.clone());
+        match interaction {
+            Interaction::Command(cmd) => self.bot.on_command(&poster, cmd).await,
+            Interaction::Component(press) => self.bot.on_component(&poster, press).await,
+            _ => {}
         }
     }
 

@@ -4,8 +4,10 @@
 //! which for interaction routes contains the interaction token.
 
 use serenity::all::{
-    CommandInteraction, CreateAllowedMentions, CreateInteractionResponse,
-    CreateInteractionResponseMessage, EditInteractionResponse, Http, HttpError, UserId,
+    ButtonStyle, ChannelId, CommandInteraction, ComponentInteraction, CreateActionRow,
+    CreateAllowedMentions, CreateButton, CreateInteractionResponse,
+    CreateInteractionResponseMessage, EditInteractionResponse, GuildId, Http, HttpError, Member,
+    User, UserId,
 };
 use std::future::Future;
 use std::sync::Arc;
@@ -113,21 +115,21 @@ impl Poster {
     }
 
     /// Answers an interaction at once, visible only to the person (type 4, flag 64).
-    pub async fn reply_ephemeral(
+    pub async fn reply_ephemeral<'a>(
         &self,
-        cmd: &CommandInteraction,
+        ask: impl Into<Ask<'a>>,
         text: &str,
     ) -> serenity::Result<()> {
-        cmd.create_response(
-            &self.http,
-            CreateInteractionResponse::Message(
-                CreateInteractionResponseMessage::new()
-                    .content(fit(text))
-                    .ephemeral(true)
-                    .allowed_mentions(only(&[])),
-            ),
-        )
-        .await
+        let response = CreateInteractionResponse::Message(
+            CreateInteractionResponseMessage::new()
+                .content(fit(text))
+                .ephemeral(true)
+                .allowed_mentions(only(&[])),
+        );
+        match ask.into() {
+            Ask::Command(c) => c.create_response(&self.http, response).await,
+            Ask::Component(c) => c.create_response(&self.http, response).await,
+        }
     }
 
     /// Acknowledges an interaction within the 3 s window; the reply stays ephemeral (type 5, flag 64).
@@ -152,18 +154,100 @@ impl Poster {
     }
 
     /// Fills in the deferred reply (the interaction token is valid for 15 minutes).
-    pub async fn edit_reply(&self, cmd: &CommandInteraction, text: &str) -> serenity::Result<()> {
+    pub async fn edit_reply<'a>(
+        &self,
+        ask: impl Into<Ask<'a>>,
+        text: &str,
+    ) -> serenity::Result<()> {
+        self.edit_reply_with(ask, text, None).await
+    }
+
+    /// Fills in the deferred reply with one button under it (e.g. a diagnosis's offered fix).
+    pub async fn edit_reply_with<'a>(
+        &self,
+        ask: impl Into<Ask<'a>>,
+        text: &str,
+        button: Option<(&str, &str)>,
+    ) -> serenity::Result<()> {
+        let ask = ask.into();
         let content = fit(text);
         retry("edit_reply", || {
-            cmd.edit_response(
-                &self.http,
-                EditInteractionResponse::new()
-                    .content(content.clone())
-                    .allowed_mentions(only(&[])),
-            )
+            let mut edit = EditInteractionResponse::new()
+                .content(content.clone())
+                .allowed_mentions(only(&[]));
+            if let Some((custom_id, label)) = button {
+                edit = edit.components(vec![CreateActionRow::Buttons(vec![CreateButton::new(
+                    custom_id,
+                )
+                .label(label)
+                .style(ButtonStyle::Primary)])]);
+            }
+            async move {
+                match ask {
+                    Ask::Command(c) => c.edit_response(&self.http, edit).await,
+                    Ask::Component(c) => c.edit_response(&self.http, edit).await,
+                }
+            }
         })
         .await
         .map(|_| ())
+    }
+}
+
+/// The interaction being answered: a slash command or a button press.
+#[derive(Clone, Copy)]
+pub enum Ask<'a> {
+    Command(&'a CommandInteraction),
+    Component(&'a ComponentInteraction),
+}
+
+impl<'a> From<&'a CommandInteraction> for Ask<'a> {
+    fn from(c: &'a CommandInteraction) -> Self {
+        Ask::Command(c)
+    }
+}
+
+impl<'a> From<&'a ComponentInteraction> for Ask<'a> {
+    fn from(c: &'a ComponentInteraction) -> Self {
+        Ask::Component(c)
+    }
+}
+
+impl Ask<'_> {
+    /// For logs: the command's name, or the button's kind.
+    pub fn name(&self) -> &str {
+        match self {
+            Ask::Command(c) => &c.data.name,
+            Ask::Component(_) => "button",
+        }
+    }
+
+    pub fn guild_id(&self) -> Option<GuildId> {
+        match self {
+            Ask::Command(c) => c.guild_id,
+            Ask::Component(c) => c.guild_id,
+        }
+    }
+
+    pub fn channel_id(&self) -> ChannelId {
+        match self {
+            Ask::Command(c) => c.channel_id,
+            Ask::Component(c) => c.channel_id,
+        }
+    }
+
+    pub fn member(&self) -> Option<&Member> {
+        match self {
+            Ask::Command(c) => c.member.as_deref(),
+            Ask::Component(c) => c.member.as_ref(),
+        }
+    }
+
+    pub fn user(&self) -> &User {
+        match self {
+            Ask::Command(c) => &c.user,
+            Ask::Component(c) => &c.user,
+        }
     }
 }
 

@@ -208,6 +208,8 @@ pub struct Interaction {
     pub texts: Vec<String>,
     /// The `INTERACTION_CREATE` payload, to deliver it again.
     pub payload: Value,
+    /// The components of the latest edit of the reply (buttons under it).
+    pub components: Vec<Value>,
 }
 
 impl Interaction {
@@ -435,6 +437,60 @@ impl FakeDiscord {
         let d = json!({
             "id": id.to_string(), "application_id": APP_ID.to_string(), "type": 2,
             "data": {"id": "100", "name": name, "type": 1, "options": opts, "guild_id": GUILD.to_string()},
+            "guild_id": GUILD.to_string(), "channel_id": channel.to_string(),
+            "channel": {"id": channel.to_string(), "type": 0, "name": "identity-ops"},
+            "member": who.member_json(), "token": token, "version": 1,
+            "app_permissions": "2251799813685247", "locale": "en-US", "guild_locale": "en-US",
+            "entitlements": [], "authorizing_integration_owners": {"0": GUILD.to_string()},
+            "context": 0, "attachment_size_limit": 10485760
+        });
+        {
+            let mut w = self.shared.world.lock().unwrap();
+            w.people.insert(who.id, who.clone());
+            w.interactions.insert(
+                id,
+                Interaction {
+                    id,
+                    token,
+                    dispatched: Some(Instant::now()),
+                    payload: d.clone(),
+                    ..Interaction::default()
+                },
+            );
+        }
+        self.dispatch("INTERACTION_CREATE", d);
+        id
+    }
+
+    /// `who` presses the button `custom_id` under the reply to `under` (an interaction's
+    /// ephemeral reply); returns the new interaction's id. As Discord does, the press carries
+    /// the message the button is on.
+    pub fn press(&self, who: &Person, channel: u64, under: u64, custom_id: &str) -> u64 {
+        let id = self.shared.snowflake();
+        let token = format!("itoken-{id}");
+        let message = self.world(|w| {
+            let i = &w.interactions[&under];
+            let mut m = message_json(
+                &Msg {
+                    id: under,
+                    channel,
+                    content: i.last_text().to_owned(),
+                    versions: vec![],
+                    allowed_mentions: None,
+                    pings: vec![],
+                    reply_to: None,
+                    nonce: None,
+                },
+                &bot_person().user_json(),
+            );
+            m["flags"] = json!(64);
+            m["components"] = json!(i.components);
+            m
+        });
+        let d = json!({
+            "id": id.to_string(), "application_id": APP_ID.to_string(), "type": 3,
+            "data": {"custom_id": custom_id, "component_type": 2},
+            "message": message,
             "guild_id": GUILD.to_string(), "channel_id": channel.to_string(),
             "channel": {"id": channel.to_string(), "type": 0, "name": "identity-ops"},
             "member": who.member_json(), "token": token, "version": 1,
@@ -1119,7 +1175,23 @@ fn handle(
             }
             let text = body["content"].as_str().unwrap_or("").to_owned();
             i.texts.push(text.clone());
+            if let Some(c) = body.get("components").and_then(Value::as_array) {
+                i.components = c.clone();
+            }
+            let bad_button = i
+                .components
+                .iter()
+                .flat_map(|row| row["components"].as_array().cloned().unwrap_or_default())
+                .any(|b| {
+                    // Discord: a non-link button needs a custom_id of 1–100 characters.
+                    let id = b["custom_id"].as_str().unwrap_or("");
+                    b["type"] != 2 || id.is_empty() || id.chars().count() > 100
+                });
             let id = i.id;
+            if bad_button {
+                w.violations
+                    .push("a reply's button breaks Discord's component rules".into());
+            }
             if p("webhook_id") != APP_ID.to_string() {
                 w.violations
                     .push("deferred reply edited with a wrong application id".into());
