@@ -20,9 +20,12 @@
 //! person; against a configured tenant every line acts for the operating-system user running the
 //! console, and the name may be left out (`/fix-immutable-id …`, `approve`).
 
+mod batch;
+
 use super::os_user::OsUser;
 use super::render::{ignored_line, journal_line, plan_message, sanitize, step_line, summary_line};
 use crate::approval::{ApprovalPolicy, PendingApproval, Verdict, Vote};
+use crate::domain::user_list::UserList;
 use crate::domain::{Actor, RunId, RunState};
 use crate::ops::shutdown::{Lifecycle, Signals};
 use crate::pipeline::diagnose::Fix;
@@ -33,6 +36,19 @@ use crate::sandbox::{Fault, FaultAction, Sandbox};
 use crate::store::{now_ms, VoteKind};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
+
+/// A `file:` list for a bulk repair, read only up to the size a list may have.
+fn read_list_file(path: &str) -> Result<UserList, String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            f.take(crate::domain::user_list::MAX_FILE_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
+        })
+        .map_err(|e| format!("file: cannot read `{}`: {e}", sanitize(path, 200)))?;
+    UserList::parse_file(path, &bytes).map_err(|e| format!("file: {e}"))
+}
 
 /// Longest event line accepted; anything longer is refused whole.
 pub const MAX_LINE: usize = 4096;
@@ -67,6 +83,8 @@ pub struct Console<'a, W: Write> {
     lifecycle: Lifecycle,
     /// The fix each person's last diagnosis offered (its button in Discord).
     offers: HashMap<String, (String, ModeChoice, Option<String>)>,
+    /// Bulk repairs awaiting approval.
+    batches: HashMap<RunId, batch::PendingBatch>,
 }
 
 impl<'a, W: Write> Console<'a, W> {
@@ -90,6 +108,7 @@ impl<'a, W: Write> Console<'a, W> {
             finished: Vec::new(),
             lifecycle: Lifecycle::default(),
             offers: HashMap::new(),
+            batches: HashMap::new(),
         }
     }
 
@@ -333,6 +352,8 @@ impl<'a, W: Write> Console<'a, W> {
         let mut id = None;
         let mut mode = ModeChoice::Smallest;
         let mut reason = None;
+        let mut users: Vec<&str> = Vec::new();
+        let mut file = None;
         let mut rest = args.trim();
         while !rest.is_empty() {
             if let Some(r) = rest.strip_prefix("reason:") {
@@ -342,6 +363,13 @@ impl<'a, W: Write> Console<'a, W> {
             let (word, tail) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
             if let Some(v) = word.strip_prefix("immutable_id:") {
                 id = Some(v);
+            } else if let Some(v) = word.strip_prefix("users:") {
+                users.push(v);
+            } else if let Some(v) = word.strip_prefix("file:") {
+                file = Some(v);
+            } else if !users.is_empty() && !word.contains(':') {
+                // `users:a@x, b@x`: the list goes on after a comma and a space.
+                users.push(word);
             } else if let Some(v) = word.strip_prefix("mode:") {
                 mode = match ModeChoice::parse(v) {
                     Ok(m) => m,
@@ -359,6 +387,18 @@ impl<'a, W: Write> Console<'a, W> {
                 return;
             }
             rest = tail.trim_start();
+        }
+        if !users.is_empty() || file.is_some() {
+            if upn.is_some() || id.is_some() || (!users.is_empty() && file.is_some()) {
+                self.say(&format!("(only to {}) a bulk repair takes users:<list> or file:<path>, without user: or immutable_id: (each user gets its own value). Nothing was done.", actor.name));
+                return;
+            }
+            let list = match file {
+                Some(path) => read_list_file(path),
+                None => UserList::parse_text(&users.join(" ")).map_err(|e| e.to_string()),
+            };
+            self.request_batch(actor, list, mode, reason).await;
+            return;
         }
         let Some(upn) = upn else {
             self.say(&format!(
@@ -510,17 +550,19 @@ impl<'a, W: Write> Console<'a, W> {
         }
     }
 
+    /// A run or a batch awaiting approval: the latest, or the one whose id starts with `run`.
     fn resolve(&self, run: &str) -> Option<RunId> {
         if run.is_empty() {
             return self
                 .order
                 .iter()
                 .rev()
-                .find(|r| self.pending.contains_key(r))
+                .find(|r| self.pending.contains_key(r) || self.is_batch(r))
                 .copied();
         }
         self.pending
             .keys()
+            .chain(self.batches.keys())
             .find(|r| r.to_string().starts_with(run) || r.short() == run)
             .copied()
     }
@@ -530,6 +572,9 @@ impl<'a, W: Write> Console<'a, W> {
             self.say("no run is awaiting approval.");
             return;
         };
+        if self.is_batch(&run_id) {
+            return self.react_batch(actor, roles, vote, run_id).await;
+        }
         if vote == Vote::Approve {
             if let Identity::Operator { .. } = self.identity {
                 let own = self.requested_here.contains(&run_id)
@@ -660,6 +705,20 @@ impl<'a, W: Write> Console<'a, W> {
             self.render(ev);
         }
         self.finished.extend(settled);
+        // Batches the restart interrupted go on: their users that had not started run now.
+        let running = self
+            .engine
+            .store()
+            .batches_in_state(crate::store::BatchState::Running)?;
+        for b in running {
+            if let Ok(id) = RunId::parse(&b.id) {
+                self.say(&format!(
+                    "batch {} was interrupted; continuing it.",
+                    id.short()
+                ));
+                self.run_batch(id).await;
+            }
+        }
         for (plan, created_at_ms) in self.engine.awaiting_approval()? {
             let approvers = self.engine.store().approvers(&plan.run.to_string())?;
             let pending = PendingApproval::with_approvals(
@@ -716,6 +775,9 @@ impl<'a, W: Write> Console<'a, W> {
             self.say("no run is awaiting approval.");
             return;
         };
+        if self.is_batch(&run_id) {
+            return self.cancel_batch(actor, roles, run_id);
+        }
         let requester = self.pending[&run_id].1.requester.id.clone();
         if actor.id != requester && !self.policy.may_approve(roles) {
             self.say(&format!(

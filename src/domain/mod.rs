@@ -5,6 +5,7 @@ mod ids;
 mod immutable_id;
 mod run_state;
 mod upn;
+pub mod user_list;
 
 pub use format_chars::{is_format_char, strip_invisible};
 pub use ids::{Actor, EntraObjectId, IdError, OktaUserId, RunId};

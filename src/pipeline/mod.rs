@@ -1,6 +1,7 @@
 //! The repair engine: plan (read-only), then the step table run by one interpreter, with
 //! journalling and compensation, live and after a restart alike.
 
+pub mod batch;
 pub mod capabilities;
 pub mod decide;
 pub mod diagnose;
@@ -46,6 +47,8 @@ pub(crate) struct Inner {
     pub(crate) crash: Option<Arc<dyn CrashPoints>>,
     /// Set when the bot is stopping: runs go on to a safe boundary and park there.
     pub(crate) parking: std::sync::atomic::AtomicBool,
+    /// One Deactivate re-check serving a batch's unassigns sent right after it.
+    pub(crate) deactivate_check: batch::SharedCheck,
 }
 
 /// Cheap to clone; one per process, shared by every run.
@@ -75,6 +78,7 @@ impl Engine {
                 observers: Vec::new(),
                 crash: None,
                 parking: std::sync::atomic::AtomicBool::new(false),
+                deactivate_check: batch::SharedCheck::default(),
             }),
         }
     }
@@ -290,6 +294,8 @@ impl Engine {
         Ok(rows
             .into_iter()
             .filter_map(|r| match read_plan(r.plan.as_ref()?) {
+                // A batch's users are approved with their batch, not one by one.
+                Ok((_, plan)) if plan.batch.is_some() => None,
                 Ok((_, plan)) => Some((plan, r.created_at_ms)),
                 Err(e) => {
                     tracing::error!(run = %r.id, error = %e, "a plan awaiting approval cannot be read; it will expire");
@@ -330,6 +336,11 @@ impl Engine {
                         continue;
                     }
                 };
+                if state == RunState::Approved && plan.batch.is_some() {
+                    // Its batch continues it, a few at a time inside the batch's window
+                    // (`recover_batches`).
+                    continue;
+                }
                 let reporter = reporter_for(&plan);
                 let engine = self.clone();
                 let created = row.created_at_ms;

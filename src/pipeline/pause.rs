@@ -205,6 +205,13 @@ impl PauseManager {
     /// them, and read them back. Waits for the next window when the current one is too old or is
     /// being opened or restored; refuses while a failed restore is still being retried.
     pub async fn join(&self, run: RunId) -> Result<Joined, PauseError> {
+        self.join_under(run, None).await
+    }
+
+    /// Like [`PauseManager::join`], for a run of a batch: while the batch itself holds the
+    /// window (it joins before its users' Okta halves and leaves after the last), its users join
+    /// whatever the window's age, so a batch is one window however long it takes.
+    pub async fn join_under(&self, run: RunId, batch: Option<RunId>) -> Result<Joined, PauseError> {
         let wait_bound = self.timing.join_wait_bound();
         let deadline = Instant::now() + wait_bound;
         while Instant::now() < deadline {
@@ -213,7 +220,7 @@ impl PauseManager {
             notified.as_mut().enable();
             let step = {
                 let mut mem = self.lock.lock().await;
-                self.join_step(&mut mem, run)?
+                self.join_step(&mut mem, run, batch)?
             };
             match step {
                 JoinStep::Joined(joined) => return Ok(joined),
@@ -236,7 +243,12 @@ impl PauseManager {
         }
     }
 
-    fn join_step(&self, mem: &mut Memory, run: RunId) -> Result<JoinStep, PauseError> {
+    fn join_step(
+        &self,
+        mem: &mut Memory,
+        run: RunId,
+        batch: Option<RunId>,
+    ) -> Result<JoinStep, PauseError> {
         match mem.status {
             PauseStatus::Opening | PauseStatus::Restoring => return Ok(JoinStep::Wait),
             PauseStatus::RestorePending => return Err(self.pending()),
@@ -275,7 +287,8 @@ impl PauseManager {
             }));
         }
         let age = Duration::from_millis((now_ms() - p.started_at_ms).max(0) as u64);
-        if age < self.timing.join_window {
+        let batch_holds = batch.is_some_and(|b| p.holders.contains(&b.to_string()));
+        if age < self.timing.join_window || batch_holds {
             self.store
                 .pause_join(self.app(), &run.to_string())
                 .map_err(store_err)?;

@@ -174,6 +174,10 @@ pub struct Plan {
     /// Why this mode, for the plan message. Empty in plans stored by older versions.
     #[serde(default)]
     pub mode_why: String,
+    /// The bulk repair this run belongs to: approved with it, paced by it, and continued by
+    /// it after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<RunId>,
     pub notes: Vec<String>,
     pub facts: Facts,
     pub fingerprint: String,
@@ -213,7 +217,24 @@ pub(crate) fn facts_of(user: &EntraUser, auth_type: &str, app_user: &AppUser) ->
     }
 }
 
+/// Reads a batch's plans share: the app's group assignments and its provisioning feature are the
+/// same for every user, so they are read once per batch instead of once per user (both are in
+/// Okta's `/api/v1/apps/{id}` rate-limit bucket, the one a bulk repair exhausts first).
+#[derive(Default)]
+pub(crate) struct SharedReads {
+    app_groups: tokio::sync::OnceCell<Vec<crate::directory::okta::AppGroup>>,
+    provisioning: tokio::sync::OnceCell<crate::directory::Reply<crate::directory::okta::Feature>>,
+}
+
 pub(crate) async fn make_plan(ctx: &Inner, req: &RepairRequest) -> Result<Plan, PlanError> {
+    make_plan_with(ctx, req, None).await
+}
+
+pub(crate) async fn make_plan_with(
+    ctx: &Inner,
+    req: &RepairRequest,
+    shared: Option<&SharedReads>,
+) -> Result<Plan, PlanError> {
     let policy = &ctx.policy;
     let domain = req.upn.domain().to_ascii_lowercase();
     if !policy
@@ -260,8 +281,29 @@ pub(crate) async fn make_plan(ctx: &Inner, req: &RepairRequest) -> Result<Plan, 
         ctx.graph.domain(&domain),
         ctx.graph.initial_domain(),
         ctx.okta.user(login),
-        ctx.okta.app_groups(),
-        ctx.okta.provisioning(),
+        async {
+            match shared {
+                Some(sh) => sh
+                    .app_groups
+                    .get_or_try_init(|| async { ctx.okta.app_groups().await.map(|r| r.value) })
+                    .await
+                    .map(|g| crate::directory::Reply {
+                        value: g.clone(),
+                        request_id: None,
+                    }),
+                None => ctx.okta.app_groups().await,
+            }
+        },
+        async {
+            match shared {
+                Some(sh) => sh
+                    .provisioning
+                    .get_or_try_init(|| ctx.okta.provisioning())
+                    .await
+                    .cloned(),
+                None => ctx.okta.provisioning().await,
+            }
+        },
         ctx.graph.users_with_immutable_id(&candidate),
     );
     let entra = entra
@@ -617,6 +659,7 @@ pub(crate) async fn make_plan(ctx: &Inner, req: &RepairRequest) -> Result<Plan, 
         mapped_properties,
         carry_over,
         mode_why,
+        batch: None,
         notes,
         facts,
         fingerprint,

@@ -127,6 +127,24 @@ CREATE TABLE chat_unavailable (
     r#"
 ALTER TABLE journal ADD COLUMN client_request_id TEXT;
 "#,
+    // Bulk repairs: one row per batch; its users are ordinary runs (their plans name the batch),
+    // listed here in order. `format` versions the row.
+    r#"
+CREATE TABLE batches (
+    id              TEXT PRIMARY KEY,
+    format          INTEGER NOT NULL,
+    created_at_ms   INTEGER NOT NULL,
+    updated_at_ms   INTEGER NOT NULL,
+    requester_id    TEXT NOT NULL,
+    requester_name  TEXT NOT NULL,
+    reason          TEXT,
+    state           TEXT NOT NULL,
+    members_json    TEXT NOT NULL,
+    refused_json    TEXT NOT NULL,
+    summary_json    TEXT
+);
+CREATE INDEX batches_state ON batches(state);
+"#,
 ];
 
 /// The schema as the first release created it, for upgrade tests.

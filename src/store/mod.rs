@@ -5,6 +5,7 @@
 
 mod anchor;
 mod audit;
+mod batches;
 mod journal;
 mod leases;
 mod migrations;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use batches::{BatchRow, BatchState, NewBatch, RefusedUser, BATCH_FORMAT};
 pub use journal::StepRow;
 pub use outbox::{Announcer, Fallback, Finished, NewMessage, OutboxRow, Put};
 

@@ -26,7 +26,7 @@ impl Exec<'_> {
                 &json!("paused"),
                 || async {
                     // What the join did is journalled with it: a restarted run reads it back.
-                    match self.ctx.pause.join(self.run()).await {
+                    match self.ctx.pause.join_under(self.run(), self.plan.batch).await {
                         Ok(j) => Ok(Reply {
                             value: json!({"first": j.first, "snapshot": j.snapshot}),
                             request_id: None,
@@ -76,7 +76,13 @@ impl Exec<'_> {
         t0: Instant,
     ) -> (Record, Vec<StepReport>) {
         let app = self.ctx.okta.app_id().to_owned();
-        match self.ctx.okta.provisioning().await {
+        // A batch's users share one re-check among the unassigns sent right after it; a single
+        // repair reads for itself.
+        let read = match self.plan.batch {
+            Some(_) => self.ctx.deactivate_check.provisioning(&self.ctx.okta).await,
+            None => self.ctx.okta.provisioning().await,
+        };
+        match read {
             Ok(r) => {
                 let on = deactivate_enabled(&r.value.capabilities);
                 let rec = self.check(
