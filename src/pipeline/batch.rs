@@ -300,14 +300,16 @@ impl Engine {
         } else {
             false
         };
-        let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+        // At most `concurrency` users at a time, started in order. Finished users are reported
+        // before the next one starts, so a cancel said in a progress callback stops the batch
+        // right there.
         let mut tasks = tokio::task::JoinSet::new();
         for plan in to_run {
-            let permit = sem
-                .clone()
-                .acquire_owned()
-                .await
-                .context("semaphore closed")?;
+            while tasks.len() >= concurrency.max(1) {
+                if let Some(done) = tasks.join_next().await {
+                    report_one(&mut tally, done, &progress);
+                }
+            }
             if self.inner.parking.load(std::sync::atomic::Ordering::SeqCst) {
                 // Stopping: the rest stay approved and run after the restart.
                 break;
@@ -321,13 +323,7 @@ impl Engine {
             }
             let engine = self.clone();
             let reporter = reporter_for(&plan);
-            tasks.spawn(async move {
-                let _permit = permit;
-                engine.execute(&plan, &reporter).await
-            });
-            while let Some(done) = tasks.try_join_next() {
-                report_one(&mut tally, done, &progress);
-            }
+            tasks.spawn(async move { engine.execute(&plan, &reporter).await });
         }
         while let Some(done) = tasks.join_next().await {
             report_one(&mut tally, done, &progress);

@@ -1,5 +1,6 @@
 //! The one integration test binary: real clients against the sandbox tenant on 127.0.0.1.
 
+mod batch;
 mod check;
 mod clients;
 mod console;

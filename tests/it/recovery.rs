@@ -634,3 +634,68 @@ async fn sigterm_mid_entra_parks_the_run_at_a_safe_boundary_exits_0_and_the_next
     assert!(again.iter().any(|l| l.contains("🎉")), "{again:#?}");
     assert_invariants(&t, ADELE, &again);
 }
+
+/// SIGKILL in the middle of a batch: the restart settles the users in flight and continues the
+/// rest, each user repaired exactly once, inside the one provisioning window the batch held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_batch_each_user_is_repaired_once_in_one_window() {
+    let t = tenant().await;
+    let users: Vec<String> = (1..=5).map(ordinary_upn).collect();
+    let mut bot = Bot::start(&t);
+    bot.send(&format!(
+        "/fix-immutable-id users:{} mode:full reason:cut-over",
+        users.join(",")
+    ));
+    assert!(
+        bot.wait_for(|l| l.contains("Bulk repair plan")),
+        "{:#?}",
+        bot.seen
+    );
+    bot.send("react ✅");
+    assert!(
+        bot.wait_for(|l| l.contains("fixbot: 2/5 ")),
+        "{:#?}",
+        bot.seen
+    );
+    let before = bot.kill();
+    assert!(
+        !before.iter().any(|l| l.contains("bulk repair done")),
+        "the batch ended before the kill: {before:#?}"
+    );
+
+    let mut bot = Bot::start(&t);
+    assert!(
+        bot.wait_for(|l| l.contains("bulk repair done")),
+        "{:#?}",
+        bot.seen
+    );
+    let after = bot.finish();
+    for u in &users {
+        assert_invariants(&t, u, &after);
+    }
+    // A user in flight at the kill may have its unassign or assign sent again (unknown outcome):
+    // Okta answers the DELETE 404 (already done) and the same assignment again 200. Each user is
+    // unassigned once, and each user's run ends once, succeeded.
+    let unassigned = t
+        .sb
+        .calls()
+        .iter()
+        .filter(|c| c.op == "okta.unassign" && c.status == 204)
+        .count();
+    assert_eq!(unassigned, 5, "each user unassigned once");
+    let s = store(&t);
+    let batch = &s.recent_batches(1).unwrap()[0];
+    assert_eq!(batch.state, o365_fixbot::store::BatchState::Done);
+    assert_eq!(batch.members.len(), 5);
+    for m in &batch.members {
+        let run = s.run(m).unwrap().unwrap();
+        assert_eq!(run.state, RunState::Succeeded, "{}", run.upn);
+    }
+    drop(s);
+    let restores =
+        t.sb.provisioning_writes()
+            .iter()
+            .filter(|w| **w == t.initial_caps)
+            .count();
+    assert_eq!(restores, 1, "one window: {:?}", t.sb.provisioning_writes());
+}

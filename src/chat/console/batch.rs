@@ -14,7 +14,6 @@ use crate::pipeline::batch::{BatchPlan, BatchRequest};
 use crate::pipeline::{ModeChoice, Reporter};
 use crate::store::{now_ms, BatchState};
 use std::io::Write;
-use std::sync::Mutex;
 use std::time::Instant;
 
 /// Users repaired at once within a batch (each user's steps are sequential; the clients pace
@@ -125,12 +124,18 @@ impl<W: Write> Console<'_, W> {
         let own = matches!(self.identity, super::Identity::Operator { .. })
             && self.batches[&id].approval.requester.id == actor.id;
         let verdict = if own && vote == Vote::Approve {
-            // The console's operator cannot approve their own batch (no break-glass for bulk).
-            self.thread(&format!(
-                "ℹ {}'s approval does not count: a second person must approve a bulk repair.",
-                actor.name
-            ));
-            return;
+            if !self.single_operator() {
+                self.thread(&format!(
+                    "ℹ {}'s approval does not count: {} asked for this bulk repair, and a second person must approve it from their own console session.",
+                    actor.name, actor.name
+                ));
+                return;
+            }
+            // Break-glass, as for a single repair: the audit log names the one person.
+            self.thread("⚠ SINGLE-PERSON (BREAK-GLASS) BULK REPAIR: approved by its requester alone (--single-operator).");
+            Verdict::Approved {
+                by: vec![actor.clone()],
+            }
         } else {
             let pending = &mut self.batches.get_mut(&id).expect("resolved").approval;
             pending.vote(&policy, &actor, roles, false, vote, now_ms())
@@ -185,27 +190,28 @@ impl<W: Write> Console<'_, W> {
     /// Executes (or continues) a batch, then prints its progress and summary.
     pub(super) async fn run_batch(&mut self, id: RunId) {
         let t0 = Instant::now();
-        let lines = Mutex::new(Vec::new());
-        let every = std::sync::atomic::AtomicUsize::new(0);
-        let result = self
-            .engine
-            .execute_batch(
-                id,
-                BATCH_CONCURRENCY,
-                |_| Reporter::discard(),
-                |p| {
-                    // A line per tenth of the batch, and the last: few lines, not one per user.
-                    let step = (p.total / 10).max(1);
-                    if p.finished % step == 0 || p.finished == p.total {
-                        every.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if let Ok(mut l) = lines.lock() {
-                            l.push(progress_line(p, t0.elapsed()));
-                        }
-                    }
-                },
-            )
-            .await;
-        for line in lines.into_inner().unwrap_or_default() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let engine = self.engine.clone();
+        let run = engine.execute_batch(
+            id,
+            BATCH_CONCURRENCY,
+            |_| Reporter::discard(),
+            move |p| {
+                // A line per tenth of the batch, and the last: few lines, not one per user.
+                let step = (p.total / 10).max(1);
+                if p.finished % step == 0 || p.finished == p.total {
+                    let _ = tx.send(progress_line(p, t0.elapsed()));
+                }
+            },
+        );
+        tokio::pin!(run);
+        let result = loop {
+            tokio::select! {
+                r = &mut run => break r,
+                Some(line) = rx.recv() => self.thread(&line),
+            }
+        };
+        while let Ok(line) = rx.try_recv() {
             self.thread(&line);
         }
         match result {

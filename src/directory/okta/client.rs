@@ -72,6 +72,9 @@ struct Inner {
     throttled: AtomicU64,
     /// The app's profile rules and when they were read (the client serves one app).
     profile_rules: std::sync::Mutex<Option<(Instant, AppProfileRules)>>,
+    /// One read of the profile rules at a time: plans made together (a batch) wait for it
+    /// instead of each reading the schema and the mappings.
+    profile_rules_fetch: tokio::sync::Mutex<()>,
 }
 
 /// Which failures a request may be retried after.
@@ -123,6 +126,7 @@ impl OktaClient {
                 calls: AtomicU64::new(0),
                 throttled: AtomicU64::new(0),
                 profile_rules: std::sync::Mutex::new(None),
+                profile_rules_fetch: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -301,6 +305,13 @@ impl OktaClient {
     /// The app user schema and the mappings into the app, read together (concurrently) and
     /// reused for [`PROFILE_RULES_TTL`]. `request_id` is `None` when served from the cache.
     pub async fn app_profile_rules(&self) -> Result<Reply<AppProfileRules>, OktaError> {
+        if let Some(rules) = self.cached_profile_rules() {
+            return Ok(Reply {
+                value: rules,
+                request_id: None,
+            });
+        }
+        let _one_at_a_time = self.inner.profile_rules_fetch.lock().await;
         if let Some(rules) = self.cached_profile_rules() {
             return Ok(Reply {
                 value: rules,
