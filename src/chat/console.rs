@@ -12,6 +12,9 @@
 //! sandbox: applyfail <operation> <nth> <status> <code>   (sandbox only: the call is made, then
 //!                                                    answered with that error)
 //! sandbox: deactivate on|off                        (sandbox only)
+//! sandbox: push [user]    (sandbox only: Okta pushes the user's profile — every user's without
+//!                          one — and logs a failure for each whose ImmutableIDs do not match)
+//! watch: poll             (one pass of the watch over the System Log; its cards are printed)
 //! ```
 //!
 //! Who acts depends on the [`Identity`]: in the sandbox simulation the name before `:` is the
@@ -60,6 +63,8 @@ pub struct Console<'a, W: Write> {
     pub finished: Vec<RunSummary>,
     /// The run executing now, for a shutdown to name if it outlives the grace.
     lifecycle: Lifecycle,
+    /// The watch `watch: poll` runs, when there is one.
+    watch: Option<crate::watch::Watch>,
 }
 
 impl<'a, W: Write> Console<'a, W> {
@@ -82,7 +87,14 @@ impl<'a, W: Write> Console<'a, W> {
             requested_here: HashSet::new(),
             finished: Vec::new(),
             lifecycle: Lifecycle::default(),
+            watch: None,
         }
+    }
+
+    /// Lets `watch: poll` lines run a pass of `watch`, printing its cards.
+    pub fn with_watch(mut self, watch: crate::watch::Watch) -> Self {
+        self.watch = Some(watch);
+        self
     }
 
     /// Shares what is executing with a shutdown (see [`serve_stdin`]).
@@ -187,6 +199,10 @@ impl<'a, W: Write> Console<'a, W> {
         };
         if who == Some("sandbox") {
             self.sandbox_directive(action);
+            return;
+        }
+        if who == Some("watch") {
+            self.watch_directive(action).await;
             return;
         }
         let name = match (&self.identity, who) {
@@ -301,9 +317,28 @@ impl<'a, W: Write> Console<'a, W> {
                 sb.set_deactivate(*on_off == "on");
                 let _ = writeln!(self.out, "(sandbox: Deactivate switched {on_off} in Okta)");
             }
+            ["push"] => {
+                let n = sb.record_push_failures();
+                let _ = writeln!(
+                    self.out,
+                    "(sandbox: Okta pushed every profile to Office 365; {n} push(es) failed and were logged)"
+                );
+            }
+            ["push", user] => {
+                let what = if sb.record_push_failure_of(user) {
+                    "failed (the ImmutableIDs do not match) and was logged"
+                } else {
+                    "logged no failure"
+                };
+                let _ = writeln!(
+                    self.out,
+                    "(sandbox: Okta pushed {}'s profile to Office 365; the push {what})",
+                    sanitize(user, 100)
+                );
+            }
             _ => self.say(
                 "usage: sandbox: fail|applyfail <operation> <nth> <status> <code> \
-                 | deactivate on|off",
+                 | deactivate on|off | push [user]",
             ),
         }
     }
@@ -691,7 +726,63 @@ impl<'a, W: Write> Console<'a, W> {
         self.say(&lines.join("\n   "));
     }
 
+    /// `watch: poll`: one pass of the watch; each card as the ops channel would show it.
+    async fn watch_directive(&mut self, action: &str) {
+        if action.trim() != "poll" {
+            return self.say("usage: watch: poll");
+        }
+        let Some(watch) = &self.watch else {
+            return self.say("the watch is not running in this console.");
+        };
+        match watch.pass().await {
+            Ok(pass) if pass.cards.is_empty() => {
+                let _ = writeln!(
+                    self.out,
+                    "watch: {} new System Log event(s), nothing for a person to act on.",
+                    pass.events
+                );
+            }
+            Ok(pass) => {
+                for card in &pass.cards {
+                    let _ = writeln!(
+                        self.out,
+                        "watch (ops channel): {}",
+                        card.text.replace('\n', "\n   ")
+                    );
+                }
+            }
+            Err(e) => self.say(&format!(
+                "the watch could not finish its pass ({e}); it reads the same events again next time."
+            )),
+        }
+    }
+
+    /// The watch's open findings, for `/fix-status`.
+    fn findings_lines(&self) -> Vec<String> {
+        match self.engine.store().watch_open_findings() {
+            Ok(rows) if rows.is_empty() => vec!["open watch findings: none.".into()],
+            Ok(rows) => std::iter::once(format!("open watch findings ({}):", rows.len()))
+                .chain(rows.iter().map(|f| {
+                    format!(
+                        "   {} · {} · since {} · offered fix: {}",
+                        sanitize(&f.upn, 100),
+                        f.verdict,
+                        crate::watch::utc::iso(crate::watch::utc::from_ms(f.opened_at_ms)),
+                        sanitize(&f.fix, 120)
+                    )
+                }))
+                .collect(),
+            Err(e) => vec![format!("the watch findings could not be read: {e:#}")],
+        }
+    }
+
     fn status(&mut self) {
+        let findings = self.findings_lines().join("\n");
+        self.status_runs();
+        let _ = writeln!(self.out, "   {}", findings.replace('\n', "\n   "));
+    }
+
+    fn status_runs(&mut self) {
         match self.engine.store().recent_runs(10) {
             Ok(runs) if runs.is_empty() => self.say("no runs yet."),
             Ok(runs) => {

@@ -246,7 +246,10 @@ pub(crate) fn assign(st: &mut State, app: &str, ctx: &Ctx) -> Reply {
         }
     };
     // Pushed at once: Office 365 refuses a user whose ImmutableID it cannot match, and Okta
-    // logs it (a new assignment is a create, a changed one a profile push).
+    // logs it (a new assignment is a create, a changed one a profile push) and leaves the app
+    // user in error: `syncState` ERROR, and a new one not linked (still STAGED, no externalId),
+    // as Okta shows a failed provisioning task until an admin retries it.
+    let mut rec = rec;
     if pushed {
         if let Some(i) = st.app_user(user_id).filter(|&i| st.push_mismatch(i)) {
             let kind = if existing.is_some() {
@@ -256,6 +259,13 @@ pub(crate) fn assign(st: &mut State, app: &str, ctx: &Ctx) -> Reply {
             };
             let event = syslog::push_failure(st, kind, i);
             st.syslog.record(ctx.wall, event);
+            let a = &mut st.app_users[i];
+            a.sync_state = "ERROR".into();
+            if existing.is_none() {
+                a.status = "STAGED".into();
+                a.external_id = None;
+            }
+            rec = a.clone();
         }
     }
     Reply::json(200, app_user_json(st, &rec))

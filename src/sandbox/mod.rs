@@ -400,6 +400,13 @@ impl Sandbox {
         self.state()
             .record_push_failures(std::time::SystemTime::now())
     }
+    /// Okta pushes one user's profile (`name`: the app username or the Okta login): when the
+    /// ImmutableIDs do not match, one `push_profile` FAILURE is logged and the app user is left
+    /// in `syncState` ERROR. Returns whether a failure was logged.
+    pub fn record_push_failure_of(&self, name: &str) -> bool {
+        self.state()
+            .record_push_failure_of(name, std::time::SystemTime::now())
+    }
     /// Persists an arbitrary System Log event now (`uuid`, `published` and a few defaults are
     /// filled in when missing). Returns its `uuid`.
     pub fn add_log_event(&self, event: Value) -> String {
