@@ -194,8 +194,14 @@ pub(crate) fn assign(st: &mut State, app: &str, ctx: &Ctx) -> Reply {
         .map(|i| st.app_users[i].profile.clone())
         .unwrap_or_default();
     profile.extend(given);
+    let directory_id = st.okta_users[ui].directory_external_id.clone();
     for (target, source) in &mapped {
-        match okta_profile.get(*source) {
+        let value = if *source == super::okta::DIRECTORY_EXTERNAL_ID {
+            directory_id.clone().map(Value::String)
+        } else {
+            okta_profile.get(*source).cloned()
+        };
+        match value.as_ref() {
             Some(v) if !v.is_null() => {
                 profile.insert((*target).to_owned(), v.clone());
             }

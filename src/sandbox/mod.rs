@@ -42,6 +42,10 @@ pub enum MappingMode {
     Ignore,
     /// Mapped; a value in the assignment is rejected with `E0000001`.
     Reject,
+    /// Mapped as Okta's default for Office 365, `hasDirectoryUser()?findDirectoryUser().externalId:null`:
+    /// AD-sourced Okta users get their AD objectGUID, everyone else no value. A value in the
+    /// assignment is ignored, as with [`MappingMode::Ignore`].
+    DirectoryUser,
 }
 
 #[derive(Debug, Clone)]

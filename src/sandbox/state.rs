@@ -49,6 +49,9 @@ pub(crate) struct OktaUserRec {
     pub created: String,
     pub last_updated: String,
     pub profile: Props,
+    /// For a user sourced from AD: the AD objectGUID (base64), what Okta's expression
+    /// `findDirectoryUser().externalId` gives. Not part of the Okta user's profile.
+    pub directory_external_id: Option<String>,
 }
 
 pub(crate) struct OktaGroupRec {

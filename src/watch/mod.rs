@@ -66,6 +66,8 @@ pub struct Card {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pass {
     pub pages: usize,
+    /// Events the System Log returned on those pages.
+    pub fetched: usize,
     /// Events handled for the first time.
     pub events: usize,
     pub cards: Vec<Card>,
@@ -170,6 +172,7 @@ impl Watch {
             };
             let page = self.engine.okta().logs_page(&from).await?.value;
             pass.pages += 1;
+            pass.fetched += page.events.len();
             let full = page.events.len() >= self.page_limit as usize;
             // Okta always sends `next` for a polling query; without one the page is read again
             // next time, and the uuids keep it from being handled twice.

@@ -39,6 +39,23 @@ fn demo_tells_the_whole_story() {
     let out = bin().arg("demo").output().expect("demo runs");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
+    // It opens with the watch finding Adele from Okta's failed push, before any request.
+    let card = text
+        .find("watch (ops channel): 🔎 Okta could not provision adele@contoso.com")
+        .expect("the watch's card opens the story");
+    let first_request = text.find("alice: /fix-immutable-id").unwrap();
+    assert!(card < first_request, "{text}");
+    assert!(
+        text[card..first_request].contains("Diagnosis: Entra is missing the ImmutableID"),
+        "{text}"
+    );
+    assert!(text.contains("open watch findings (1):"), "{text}");
+    // And it ends with her diagnosed healthy, the finding closed by the repair.
+    let last = text
+        .rfind("Diagnosis of adele@contoso.com")
+        .expect("a closing diagnosis");
+    assert!(text[last..].contains("Verdict: healthy"), "{text}");
+    assert!(text.contains("open watch findings: none."), "{text}");
     assert!(text.contains("alice's reaction does not count"), "{text}");
     assert!(text.contains("mallory's reaction does not count"), "{text}");
     assert!(text.contains("approved by bob"), "{text}");

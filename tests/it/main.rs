@@ -20,3 +20,4 @@ mod pipeline;
 mod recovery;
 mod sandbox_rules;
 mod syslog;
+mod watch;
