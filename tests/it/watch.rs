@@ -323,27 +323,52 @@ async fn the_console_polls_the_watch_and_fix_status_lists_open_findings() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn discord_gets_the_card_in_the_ops_channel_and_fix_status_shows_the_finding() {
+async fn serve_runs_the_watch_into_the_ops_channel_and_fix_status_shows_the_finding() {
     let rig = rig().await;
-    let watch = Watch::new(rig.env.engine.clone(), &settings(100))
-        .posting_to(CHANNEL, rig.bot.outbox_waker());
+    let settings = WatchSettings {
+        enabled: true,
+        channel_id: Some(CHANNEL),
+        // Short, so the test sees the second poll (the configuration's minimum is for Okta).
+        poll_interval: Duration::from_millis(100),
+        ..settings(100)
+    };
     assert!(rig.env.sb.record_push_failure_of(MEGAN));
-    let p = watch.pass().await.unwrap();
-    assert_eq!(card_users(&p.cards), [MEGAN]);
+    let running = o365_fixbot::watch::command::spawn_beside_discord(
+        rig.env.engine.clone(),
+        &settings,
+        &rig.bot,
+    )
+    .unwrap()
+    .expect("enabled");
     let card = rig
         .fake
         .wait_text(CHANNEL, "Okta could not provision megan@contoso.com", T)
         .await;
     assert!(card.contains("Offered fix: Entra-only repair"), "{card}");
+    // A later failure is found by a later poll.
+    assert!(rig.env.sb.record_push_failure_of(ALEX));
+    rig.fake
+        .wait_text(CHANNEL, "Okta could not provision alex@fabrikam.com", T)
+        .await;
+    tokio::time::timeout(T, running.stop(T))
+        .await
+        .expect("the watch stops");
 
     let s = rig.fake.slash(&bob(), CHANNEL, "fix-status", &[]);
     let reply = rig.fake.wait_reply(s, T).await;
     let text = reply.last_text();
-    assert!(text.contains("Open watch findings (1)"), "{text}");
+    assert!(text.contains("Open watch findings (2)"), "{text}");
     assert!(
         text.contains("megan@contoso.com · Entra and Okta hold different ImmutableIDs"),
         "{text}"
     );
+    let cards = rig.fake.world(|w| {
+        w.texts_in(CHANNEL)
+            .iter()
+            .filter(|t| t.contains("Okta could not provision"))
+            .count()
+    });
+    assert_eq!(cards, 2, "one card each, none twice");
     rig.finish(&[]).await;
 }
 
