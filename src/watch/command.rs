@@ -22,6 +22,7 @@ pub async fn run(config: &Config, once: bool) -> anyhow::Result<()> {
     // First: a SIGTERM during startup is then a clean stop, not a kill.
     let mut signals = crate::ops::shutdown::Signals::install()?;
     let mut _sandbox = None;
+    let mut throwaway = None;
     let engine = if config.is_sandbox_default() {
         let sb = crate::sandbox::Sandbox::start(crate::demo::sandbox_options(
             config,
@@ -31,7 +32,13 @@ pub async fn run(config: &Config, once: bool) -> anyhow::Result<()> {
         .context("could not start the sandbox tenant")?;
         // A fresh sandbox's log is empty; Okta's periodic push gives the watch something to find.
         sb.record_push_failures();
-        let engine = crate::demo::sandbox_engine(config, &sb, &config.store.data_dir)?;
+        // A fresh tenant each time: its findings and cursor mean nothing to the next one.
+        let dir = std::env::temp_dir().join(format!(
+            "o365-fixbot-watch-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let engine = crate::demo::sandbox_engine(config, &sb, &dir)?;
+        throwaway = Some(dir);
         _sandbox = Some(sb);
         engine
     } else {
@@ -41,6 +48,18 @@ pub async fn run(config: &Config, once: bool) -> anyhow::Result<()> {
         crate::pipeline::Engine::new(graph, okta, store, config.repair.clone())
     };
     let watch = Watch::new(engine, &config.watch);
+    let result = watch_until_done(watch, once, &mut signals).await;
+    if let Some(dir) = throwaway {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    result
+}
+
+async fn watch_until_done(
+    watch: Watch,
+    once: bool,
+    signals: &mut crate::ops::shutdown::Signals,
+) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
     if once {
         let pass = watch.pass().await?;

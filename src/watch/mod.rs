@@ -125,8 +125,15 @@ impl Watch {
         LogQuery::provisioning_failures(&self.app_id, &types, since, self.page_limit)
     }
 
+    /// What the stored cursor belongs to: the org and the filter. A `next` link is followed
+    /// only on its own org and carries its query's filter, so a change of either starts a new
+    /// query instead of following a link that no longer applies.
     fn filter(&self) -> String {
-        self.query("").filter.unwrap_or_default()
+        format!(
+            "{} {}",
+            self.engine.okta().org_url(),
+            self.query("").filter.unwrap_or_default()
+        )
     }
 
     /// The stored cursor, or a new one (stored at once, so a first poll that never completes
@@ -140,7 +147,7 @@ impl Watch {
             Some(s) if s.filter == filter => return Ok(s.cursor),
             Some(s) => {
                 tracing::warn!(
-                    "watch.event_types changed: the System Log is read again from shortly before the last poll"
+                    "the Okta org or watch.event_types changed: the System Log is read again from shortly before the last poll"
                 );
                 utc::from_ms(s.updated_at_ms)
                     .checked_sub(REFILTER_OVERLAP)

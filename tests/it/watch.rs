@@ -512,3 +512,23 @@ async fn a_pass_that_cannot_diagnose_moves_nothing_and_the_next_one_handles_the_
     assert_eq!(card_users(&p.cards), [MEGAN]);
     assert_eq!(w.pass().await.unwrap().fetched, 0);
 }
+
+#[tokio::test]
+async fn a_cursor_from_another_org_is_not_followed_the_watch_starts_anew() {
+    let dir = data_dir();
+    let first = small().await;
+    assert!(first.record_push_failure_of(MEGAN));
+    let p = Watch::new(engine(&first, &dir), &settings(100))
+        .pass()
+        .await
+        .unwrap();
+    assert_eq!(p.events, 1);
+    // The same data directory, pointed at another org (here: another sandbox, another port).
+    let second = small().await;
+    assert!(second.record_push_failure_of(ALEX));
+    let p = Watch::new(engine(&second, &dir), &settings(100))
+        .pass()
+        .await
+        .expect("the old org's next link is not followed");
+    assert_eq!(card_users(&p.cards), [ALEX]);
+}

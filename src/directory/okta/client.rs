@@ -131,6 +131,11 @@ impl OktaClient {
         &self.inner.app_id
     }
 
+    /// The org's base URL (a System Log cursor is followed only on it).
+    pub fn org_url(&self) -> &Url {
+        &self.inner.org
+    }
+
     /// How the client authenticates, for `check-config`.
     pub fn credential(&self) -> &OktaCredential {
         self.inner.auth.credential()
