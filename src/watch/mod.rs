@@ -169,6 +169,7 @@ impl Watch {
     /// Reads from the stored cursor until a short page (at most [`MAX_PAGES_PER_PASS`] pages),
     /// committing each page before reading the next.
     pub async fn pass(&self) -> Result<Pass, WatchError> {
+        self.engine.okta().also_read_logs().await;
         let filter = self.filter();
         let mut cursor = self.start(&filter)?;
         let mut pass = Pass::default();

@@ -532,3 +532,64 @@ async fn a_cursor_from_another_org_is_not_followed_the_watch_starts_anew() {
         .expect("the old org's next link is not followed");
     assert_eq!(card_users(&p.cards), [ALEX]);
 }
+
+/// A service app's token carries `okta.logs.read` only once the watch uses the client: an org
+/// that does not run the watch need not grant it.
+#[tokio::test]
+async fn with_a_service_app_the_watch_asks_for_the_log_scope_and_repairs_do_not() {
+    use o365_fixbot::directory::assertion::{AssertionSigner, PrivateKey};
+    use o365_fixbot::directory::okta::{OktaClient, OktaCredential, ServiceApp, LOGS_SCOPE};
+    let sb = small().await;
+    let fixture = |name: &str| crate::credentials::fixture(name);
+    sb.register_okta_service_app(
+        "0oa1fixbotservice",
+        &std::fs::read_to_string(fixture("okta-public.pem")).unwrap(),
+    )
+    .unwrap();
+    let client = || {
+        let mut config = sb.okta_config(crate::harness::fast_http());
+        let key =
+            PrivateKey::from_pem_file("okta.private_key_file", &fixture("okta-key.pem")).unwrap();
+        config.credential = OktaCredential::ServiceApp(Box::new(ServiceApp {
+            client_id: "0oa1fixbotservice".into(),
+            signer: AssertionSigner::for_key(key, None, "0oa1fixbotservice"),
+        }));
+        OktaClient::new(config).unwrap()
+    };
+    // Without the watch: a token without the log scope works for everything else.
+    let repairs = client();
+    assert!(repairs.user(MEGAN).await.unwrap().value.is_some());
+    let granted = repairs.granted_scopes().await.unwrap_or_default();
+    assert!(!granted.iter().any(|s| s == LOGS_SCOPE), "{granted:?}");
+
+    // The watch's client: its first token (taken before the watch) is replaced by one with it.
+    let okta = client();
+    assert!(okta.user(MEGAN).await.unwrap().value.is_some());
+    let e = Engine::new(
+        graph(&sb),
+        okta.clone(),
+        Store::open(&data_dir()).unwrap(),
+        test_policy(),
+    );
+    assert!(sb.record_push_failure_of(MEGAN));
+    let p = Watch::new(e, &settings(100))
+        .pass()
+        .await
+        .expect("the log is readable");
+    assert_eq!(card_users(&p.cards), [MEGAN]);
+    let granted = okta.granted_scopes().await.unwrap_or_default();
+    assert!(granted.iter().any(|s| s == LOGS_SCOPE), "{granted:?}");
+
+    // check-config says what to grant when the org has not granted the log scope.
+    let ok = o365_fixbot::ops::check::check_system_log(&okta).await;
+    assert!(ok.passed(), "{ok:?}");
+    sb.set_okta_service_app_scopes(o365_fixbot::directory::okta::SERVICE_APP_SCOPES);
+    let refused = client();
+    refused.also_read_logs().await;
+    let check = o365_fixbot::ops::check::check_system_log(&refused).await;
+    assert!(!check.passed(), "{check:?}");
+    assert!(
+        format!("{check:?}").contains("grant okta.logs.read"),
+        "{check:?}"
+    );
+}
