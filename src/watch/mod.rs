@@ -181,9 +181,10 @@ impl Watch {
             let page = self.engine.okta().logs_page(&from).await?.value;
             pass.pages += 1;
             pass.fetched += page.events.len();
-            let full = page.events.len() >= self.page_limit as usize;
             // Okta always sends `next` for a polling query; without one the page is read again
-            // next time, and the uuids keep it from being handled twice.
+            // at the next poll (not at once: it would answer the same), and the uuids keep it
+            // from being handled twice.
+            let full = page.events.len() >= self.page_limit as usize && page.next.is_some();
             let next = page
                 .next
                 .map(|link| WatchCursor::Next { link })
