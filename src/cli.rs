@@ -219,7 +219,12 @@ async fn check_config(config: &Config, online: bool, user: Option<&str>) -> anyh
         if !config.discord.guild_ids.is_empty() {
             match config.discord_token() {
                 Ok(token) => checks.extend(
-                    crate::chat::discord::check::check_discord(&config.discord, &token).await,
+                    crate::chat::discord::check::check_discord_and_watch(
+                        &config.discord,
+                        &token,
+                        config.watch.channel_id.filter(|_| config.watch.enabled),
+                    )
+                    .await,
                 ),
                 Err(e) => checks.push(Check::failed("discord token", format!("{e:#}"))),
             }

@@ -593,3 +593,53 @@ async fn with_a_service_app_the_watch_asks_for_the_log_scope_and_repairs_do_not(
         "{check:?}"
     );
 }
+
+/// `check-config --online` with `[watch] enabled`: the watch's channel needs only to be seen and
+/// posted in; one the bot cannot post in is named.
+#[tokio::test]
+async fn check_config_checks_the_watch_channel_for_what_the_cards_need() {
+    use crate::fake_discord::{perm, FakeDiscord, BOT_ROLE, GUILD, OTHER_CHANNEL, TOKEN};
+    use o365_fixbot::chat::discord::check::check_discord_and_watch;
+    use o365_fixbot::secret::Secret;
+    let fake = FakeDiscord::start().await;
+    // Enough to post, not enough for plans (no reactions).
+    fake.world_mut(|w| {
+        w.guild.roles = vec![
+            (
+                GUILD,
+                perm::VIEW_CHANNEL | perm::SEND_MESSAGES | perm::READ_MESSAGE_HISTORY,
+            ),
+            (
+                BOT_ROLE,
+                perm::CREATE_PUBLIC_THREADS | perm::SEND_MESSAGES_IN_THREADS,
+            ),
+        ]
+    });
+    let s = crate::discord::settings(&fake);
+    let checks = check_discord_and_watch(&s, &Secret::new(TOKEN), Some(OTHER_CHANNEL)).await;
+    let watch = checks
+        .iter()
+        .find(|c| c.name == format!("watch channel {OTHER_CHANNEL}"))
+        .expect("the watch channel is checked");
+    assert!(watch.passed(), "{watch:?}");
+    let commands = checks
+        .iter()
+        .find(|c| c.name == format!("discord channel {CHANNEL}"))
+        .unwrap();
+    assert!(!commands.passed(), "{commands:?}");
+
+    // Without SEND_MESSAGES, the watch channel fails and says why.
+    fake.world_mut(|w| {
+        w.guild.roles = vec![(GUILD, perm::VIEW_CHANNEL), (BOT_ROLE, 0)];
+    });
+    let checks = check_discord_and_watch(&s, &Secret::new(TOKEN), Some(OTHER_CHANNEL)).await;
+    let watch = checks
+        .iter()
+        .find(|c| c.name == format!("watch channel {OTHER_CHANNEL}"))
+        .unwrap();
+    let why = watch.failure().expect("it fails");
+    assert!(
+        why.contains("SEND_MESSAGES (to post the watch's cards"),
+        "{why}"
+    );
+}
