@@ -734,50 +734,12 @@ impl<'a, W: Write> Console<'a, W> {
         let Some(watch) = &self.watch else {
             return self.say("the watch is not running in this console.");
         };
-        match watch.pass().await {
-            Ok(pass) if pass.cards.is_empty() => {
-                let _ = writeln!(
-                    self.out,
-                    "watch: {} new System Log event(s), nothing for a person to act on.",
-                    pass.events
-                );
-            }
-            Ok(pass) => {
-                for card in &pass.cards {
-                    let _ = writeln!(
-                        self.out,
-                        "watch (ops channel): {}",
-                        card.text.replace('\n', "\n   ")
-                    );
-                }
-            }
-            Err(e) => self.say(&format!(
-                "the watch could not finish its pass ({e}); it reads the same events again next time."
-            )),
-        }
-    }
-
-    /// The watch's open findings, for `/fix-status`.
-    fn findings_lines(&self) -> Vec<String> {
-        match self.engine.store().watch_open_findings() {
-            Ok(rows) if rows.is_empty() => vec!["open watch findings: none.".into()],
-            Ok(rows) => std::iter::once(format!("open watch findings ({}):", rows.len()))
-                .chain(rows.iter().map(|f| {
-                    format!(
-                        "   {} · {} · since {} · offered fix: {}",
-                        sanitize(&f.upn, 100),
-                        f.verdict,
-                        crate::watch::utc::iso(crate::watch::utc::from_ms(f.opened_at_ms)),
-                        sanitize(&f.fix, 120)
-                    )
-                }))
-                .collect(),
-            Err(e) => vec![format!("the watch findings could not be read: {e:#}")],
-        }
+        let text = crate::watch::card::pass_text(&watch.pass().await);
+        let _ = writeln!(self.out, "{text}");
     }
 
     fn status(&mut self) {
-        let findings = self.findings_lines().join("\n");
+        let findings = crate::watch::card::findings_text(self.engine.store()).join("\n");
         self.status_runs();
         let _ = writeln!(self.out, "   {}", findings.replace('\n', "\n   "));
     }

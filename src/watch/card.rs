@@ -1,9 +1,11 @@
 //! The watch's card: who failed to provision, what Okta said, the diagnosis and the fix it
-//! offers; and which verdicts make one.
+//! offers; which verdicts make one; and the console's text for a pass and the open findings.
 
+use super::{Pass, WatchError};
 use crate::chat::render::sanitize;
 use crate::directory::okta::LogEvent;
 use crate::pipeline::diagnose::{Diagnosis, Fix, Verdict};
+use crate::store::Store;
 
 /// Discord rejects messages over 2,000 characters.
 const DISCORD_LIMIT: usize = 2000;
@@ -80,4 +82,42 @@ pub fn card(event: &LogEvent, d: &Diagnosis) -> String {
         out = out.chars().take(DISCORD_LIMIT - 1).collect::<String>() + "…";
     }
     out
+}
+
+/// One console pass (`watch: poll`) as the terminal shows it.
+pub fn pass_text(pass: &Result<Pass, WatchError>) -> String {
+    match pass {
+        Ok(p) if p.cards.is_empty() => format!(
+            "watch: {} new System Log event(s), nothing for a person to act on.",
+            p.events
+        ),
+        Ok(p) => p
+            .cards
+            .iter()
+            .map(|c| format!("watch (ops channel): {}", c.text.replace('\n', "\n   ")))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(e) => format!(
+            "fixbot: the watch could not finish its pass ({e}); it reads the same events again next time."
+        ),
+    }
+}
+
+/// The open findings for the console's `/fix-status`: user, verdict, since when, offered fix.
+pub fn findings_text(store: &Store) -> Vec<String> {
+    match store.watch_open_findings() {
+        Ok(rows) if rows.is_empty() => vec!["open watch findings: none.".into()],
+        Ok(rows) => std::iter::once(format!("open watch findings ({}):", rows.len()))
+            .chain(rows.iter().map(|f| {
+                format!(
+                    "   {} · {} · since {} · offered fix: {}",
+                    sanitize(&f.upn, 100),
+                    f.verdict,
+                    super::utc::iso(super::utc::from_ms(f.opened_at_ms)),
+                    sanitize(&f.fix, 120)
+                )
+            }))
+            .collect(),
+        Err(e) => vec![format!("the watch findings could not be read: {e:#}")],
+    }
 }
