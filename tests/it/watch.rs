@@ -83,12 +83,14 @@ fn failure_about(upn: &str, app: &str, event_type: &str, result: &str) -> Value 
 async fn the_cursor_survives_a_restart_no_event_is_missed_or_read_twice() {
     let sb = small().await;
     let dir = data_dir();
+    // One UTC day throughout, even if the test runs across midnight.
+    let (clock, _) = manual_clock(SystemTime::now());
 
     // Before: two users fail; the watch reads them and posts a card for each.
     assert!(sb.record_push_failure_of(MEGAN));
     assert!(sb.record_push_failure_of(ALEX));
     {
-        let w = Watch::new(engine(&sb, &dir), &settings(2));
+        let w = Watch::new(engine(&sb, &dir), &settings(2)).with_clock(clock.clone());
         let p = w.pass().await.expect("first pass");
         assert_eq!((p.fetched, p.events), (2, 2), "{p:?}");
         assert_eq!(card_users(&p.cards), [ALEX, MEGAN]);
@@ -103,7 +105,7 @@ async fn the_cursor_survives_a_restart_no_event_is_missed_or_read_twice() {
     sb.add_log_event(failure_about(PRIYA, "0oaotherapp", PUSH_EVENT, "FAILURE"));
 
     // After the restart: exactly the three, across two pages (a full page is followed at once).
-    let w = Watch::new(engine(&sb, &dir), &settings(2));
+    let w = Watch::new(engine(&sb, &dir), &settings(2)).with_clock(clock);
     let p = w.pass().await.expect("pass after the restart");
     assert_eq!((p.fetched, p.events, p.pages), (3, 3, 2), "{p:?}");
     // Diego's Okta login differs from his UPN: the app user's name is what is diagnosed.
