@@ -791,6 +791,52 @@ mod tests {
     }
 
     #[test]
+    fn watch_section_defaults_bounds_and_serve_needs_a_channel() {
+        let with = |vars: &[(&str, &str)]| {
+            Config::parse_layered(
+                EMBEDDED_DEFAULT,
+                Path::new("d.toml"),
+                vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            )
+        };
+        let c = with(&[]).unwrap();
+        assert!(!c.watch.enabled);
+        assert_eq!(c.watch.poll_interval, Duration::from_secs(60));
+        assert_eq!(
+            c.watch.event_types(),
+            crate::directory::okta::PROVISIONING_ERROR_EVENT_TYPES
+        );
+        c.watch.validate_for_serve().unwrap();
+        let on = with(&[("FIXBOT_WATCH__ENABLED", "true")]).unwrap();
+        let err = format!("{:#}", on.watch.validate_for_serve().unwrap_err());
+        assert!(err.contains("watch.channel_id"), "{err}");
+        let on = with(&[
+            ("FIXBOT_WATCH__ENABLED", "true"),
+            ("FIXBOT_WATCH__CHANNEL_ID", "\"567890123456789012\""),
+        ])
+        .unwrap();
+        assert_eq!(on.watch.channel_id, Some(567_890_123_456_789_012));
+        on.watch.validate_for_serve().unwrap();
+        for (key, value, needle) in [
+            ("FIXBOT_WATCH__POLL_INTERVAL", "1000", "watch.poll_interval"),
+            (
+                "FIXBOT_WATCH__EVENT_TYPES",
+                "[]",
+                "watch.event_types is empty",
+            ),
+            (
+                "FIXBOT_WATCH__EVENT_TYPES",
+                "[\"application.provision.user.push\\\" or 1\"]",
+                "is not a System Log event type",
+            ),
+            ("FIXBOT_WATCH__PAGE_LIMIT", "5000", "watch.page_limit"),
+        ] {
+            let err = format!("{:#}", with(&[(key, value)]).unwrap_err());
+            assert!(err.contains(needle), "{key}={value}: {err}");
+        }
+    }
+
+    #[test]
     fn example_parses() {
         Config::parse(
             include_str!("../config/example.toml"),
