@@ -14,7 +14,8 @@
 //! sandbox: deactivate on|off                        (sandbox only)
 //! sandbox: push [user]    (sandbox only: Okta pushes the user's profile — every user's without
 //!                          one — and logs a failure for each whose ImmutableIDs do not match)
-//! watch: poll             (one pass of the watch over the System Log; its cards are printed)
+//! watch: poll             (demo: one pass of the watch over the System Log; its cards are
+//!                          printed)
 //! ```
 //!
 //! Who acts depends on the [`Identity`]: in the sandbox simulation the name before `:` is the
