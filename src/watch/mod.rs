@@ -205,6 +205,9 @@ impl Watch {
                 })
                 .map_err(WatchError::Store)?;
             pass.events += events.len();
+            let m = crate::ops::metrics::metrics();
+            m.watch_events.inc_by(events.len() as u64);
+            m.watch_cards.inc_by(carded.len() as u64);
             for upn in carded {
                 if let Some(text) = cards.get(&upn) {
                     pass.cards.push(Card {
@@ -341,6 +344,7 @@ impl Watch {
                         if p.caught_up { self.poll_interval } else { Duration::ZERO }
                     }
                     Err(e) => {
+                        crate::ops::metrics::metrics().watch_failed_passes.inc();
                         tracing::warn!(error = %e, "watch pass ended early; the same events are read again at the next poll");
                         self.poll_interval
                     }

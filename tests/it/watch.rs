@@ -132,6 +132,15 @@ async fn the_cursor_survives_a_restart_no_event_is_missed_or_read_twice() {
         .map(|f| f.upn)
         .collect();
     assert_eq!(open.len(), 5, "{open:?}");
+    // Counted for /metrics too (process-wide, so other tests add to it).
+    let text = o365_fixbot::ops::metrics::metrics().render();
+    for series in ["fixbot_watch_events_total", "fixbot_watch_cards_total"] {
+        let n: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0);
+        assert!(n >= 5.0, "{series} in {text}");
+    }
 }
 
 const PUSH_EVENT: &str = "application.provision.user.push";
