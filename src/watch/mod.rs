@@ -208,6 +208,12 @@ impl Watch {
             let m = crate::ops::metrics::metrics();
             m.watch_events.inc_by(events.len() as u64);
             m.watch_cards.inc_by(carded.len() as u64);
+            // Page by page: a long catch-up must not hold back the cards already committed.
+            if !carded.is_empty() {
+                if let Some(wake) = &self.wake {
+                    wake();
+                }
+            }
             for upn in carded {
                 if let Some(text) = cards.get(&upn) {
                     pass.cards.push(Card {
@@ -220,11 +226,6 @@ impl Watch {
             if !full {
                 pass.caught_up = true;
                 break;
-            }
-        }
-        if !pass.cards.is_empty() {
-            if let Some(wake) = &self.wake {
-                wake();
             }
         }
         Ok(pass)
