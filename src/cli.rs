@@ -62,6 +62,14 @@ enum Command {
         #[arg(value_name = "UPN")]
         upn: String,
     },
+    /// Watch the Okta System Log for the Office 365 app's provisioning failures, diagnose each
+    /// user and print a card for every one a person must act on (one per user per UTC day).
+    /// Uses [watch] from the configuration; state is kept in the data directory.
+    Watch {
+        /// One catch-up pass from the stored cursor, then exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Ask the running bot's /healthz (for container health checks; a minimal image has no curl).
     Healthcheck,
     /// Chat events from standard input against the configured tenant, with state kept in the
@@ -188,6 +196,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             check_config(&config, online, user.as_deref()).await
         }
         Command::Diagnose { upn } => diagnose(&config, &upn).await,
+        Command::Watch { once } => crate::watch::command::run(&config, once).await,
         Command::Healthcheck => crate::ops::health::probe(config.ops.listen).await,
         Command::Audit { action } => audit(&config, action),
         Command::Sandbox { listen } => {
@@ -210,7 +219,12 @@ async fn check_config(config: &Config, online: bool, user: Option<&str>) -> anyh
         if !config.discord.guild_ids.is_empty() {
             match config.discord_token() {
                 Ok(token) => checks.extend(
-                    crate::chat::discord::check::check_discord(&config.discord, &token).await,
+                    crate::chat::discord::check::check_discord_and_watch(
+                        &config.discord,
+                        &token,
+                        config.watch.channel_id.filter(|_| config.watch.enabled),
+                    )
+                    .await,
                 ),
                 Err(e) => checks.push(Check::failed("discord token", format!("{e:#}"))),
             }
@@ -260,6 +274,7 @@ async fn serve(
         config.discord.api_base = discord_api;
     }
     config.discord.validate_for_serve()?;
+    config.watch.validate_for_serve()?;
     let token = config.discord_token()?;
     // Kept alive for the whole serve when used.
     let mut _sandbox = None;
@@ -298,6 +313,8 @@ async fn serve(
     .await?;
     let shards = bot.shard_manager();
     let handle = bot.bot();
+    let watch =
+        crate::watch::command::spawn_beside_discord(parker.clone(), &config.watch, &handle)?;
     let mut run = tokio::spawn(bot.run());
     let signal = tokio::select! {
         res = &mut run => return res.context("the Discord task failed")?,
@@ -313,6 +330,10 @@ async fn serve(
     // Runs go on to a safe boundary and park there: one in its Okta half finishes it, one in
     // its Entra half finishes that and leaves the pause; the next start resumes them.
     parker.park();
+    // The watch reads nothing more; what it queued is in the outbox, flushed below.
+    if let Some(w) = watch {
+        w.stop(std::time::Duration::from_secs(2)).await;
+    }
     // Commands are refused first, so a 503 "shutting down" already means they are.
     handle.begin_shutdown();
     ready.set_draining();

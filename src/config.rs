@@ -43,6 +43,8 @@ pub struct Config {
     pub ops: OpsSettings,
     #[serde(default)]
     pub discord: DiscordSettings,
+    #[serde(default)]
+    pub watch: WatchSettings,
     /// Where this configuration came from; not a key of the file.
     #[serde(skip)]
     pub origin: ConfigOrigin,
@@ -263,6 +265,95 @@ impl Default for OpsSettings {
     }
 }
 
+/// The watch: Okta System Log provisioning failures of the Office 365 app become diagnosis
+/// cards in an ops channel. Off unless `enabled`. Durations are milliseconds, like every other
+/// duration in this file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchSettings {
+    /// Whether `serve` runs the watch (`o365-fixbot watch` runs it whatever this says).
+    pub enabled: bool,
+    /// The Discord channel the cards go to; required when `serve` runs the watch.
+    #[serde(deserialize_with = "optional_snowflake")]
+    pub channel_id: Option<u64>,
+    /// How long to wait after a short page before following its `next` link; a full page is
+    /// followed at once. At least [`WatchSettings::MIN_POLL_INTERVAL`]: the System Log bucket
+    /// is as small as 20 requests a minute on some Okta editions.
+    #[serde(with = "millis")]
+    pub poll_interval: Duration,
+    /// The event types read (Okta's provisioning error events); the System Log filter also asks
+    /// for `outcome.result eq "FAILURE"` and the Office 365 app as a target.
+    pub event_types: Vec<String>,
+    /// Where the very first poll starts (`since` = now − lookback). Later polls resume from the
+    /// cursor kept in the store, so this matters only once per data directory.
+    #[serde(with = "millis")]
+    pub lookback: Duration,
+    /// Events per page (`limit`, 1–1000).
+    pub page_limit: u32,
+}
+
+impl WatchSettings {
+    pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+    pub fn event_types(&self) -> Vec<&str> {
+        self.event_types.iter().map(String::as_str).collect()
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.poll_interval >= Self::MIN_POLL_INTERVAL,
+            "watch.poll_interval is {} ms: at least {} ms, so the watch does not spend the System Log's small rate-limit bucket",
+            self.poll_interval.as_millis(),
+            Self::MIN_POLL_INTERVAL.as_millis()
+        );
+        anyhow::ensure!(
+            !self.event_types.is_empty(),
+            "watch.event_types is empty: name at least one System Log event type, e.g. \"application.provision.user.push\""
+        );
+        for t in &self.event_types {
+            anyhow::ensure!(
+                !t.is_empty()
+                    && t.contains('.')
+                    && t.chars().all(|c| c.is_ascii_alphanumeric() || "._".contains(c)),
+                "watch.event_types: `{t}` is not a System Log event type (dotted words such as application.provision.user.push)"
+            );
+        }
+        anyhow::ensure!(
+            (1..=crate::directory::okta::MAX_LOG_LIMIT).contains(&self.page_limit),
+            "watch.page_limit must be between 1 and {}",
+            crate::directory::okta::MAX_LOG_LIMIT
+        );
+        Ok(())
+    }
+
+    /// What `serve` needs when the watch is on: somewhere to post.
+    pub fn validate_for_serve(&self) -> anyhow::Result<()> {
+        if self.enabled {
+            anyhow::ensure!(
+                self.channel_id.is_some(),
+                "watch.enabled is true but watch.channel_id is not set: name the Discord channel the watch posts its cards in"
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            channel_id: None,
+            poll_interval: Duration::from_secs(60),
+            event_types: crate::directory::okta::PROVISIONING_ERROR_EVENT_TYPES
+                .iter()
+                .map(|t| (*t).to_owned())
+                .collect(),
+            lookback: Duration::from_secs(24 * 3600),
+            page_limit: 100,
+        }
+    }
+}
+
 /// Prefix of environment variables that override config keys: `FIXBOT_<SECTION>__<KEY>`, e.g.
 /// `FIXBOT_STORE__DATA_DIR=/data` or `FIXBOT_REPAIR__ALLOWED_DOMAINS='["example.com"]'`.
 /// Values are read as TOML values, falling back to a plain string.
@@ -391,6 +482,12 @@ fn snowflakes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Err
         .collect()
 }
 
+fn optional_snowflake<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Option::<SnowflakeRepr>::deserialize(d)?
+        .map(SnowflakeRepr::get)
+        .transpose()
+}
+
 fn snowflake_groups<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Vec<u64>>, D::Error> {
     Vec::<Vec<SnowflakeRepr>>::deserialize(d)?
         .into_iter()
@@ -500,6 +597,7 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        self.watch.validate()?;
         anyhow::ensure!(
             self.approval.approvals_required >= 1,
             "approval.approvals_required must be at least 1"
@@ -690,6 +788,52 @@ mod tests {
             .allowed_domains
             .contains(&"contoso.com".to_string()));
         assert!(!c.console.people.is_empty());
+    }
+
+    #[test]
+    fn watch_section_defaults_bounds_and_serve_needs_a_channel() {
+        let with = |vars: &[(&str, &str)]| {
+            Config::parse_layered(
+                EMBEDDED_DEFAULT,
+                Path::new("d.toml"),
+                vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            )
+        };
+        let c = with(&[]).unwrap();
+        assert!(!c.watch.enabled);
+        assert_eq!(c.watch.poll_interval, Duration::from_secs(60));
+        assert_eq!(
+            c.watch.event_types(),
+            crate::directory::okta::PROVISIONING_ERROR_EVENT_TYPES
+        );
+        c.watch.validate_for_serve().unwrap();
+        let on = with(&[("FIXBOT_WATCH__ENABLED", "true")]).unwrap();
+        let err = format!("{:#}", on.watch.validate_for_serve().unwrap_err());
+        assert!(err.contains("watch.channel_id"), "{err}");
+        let on = with(&[
+            ("FIXBOT_WATCH__ENABLED", "true"),
+            ("FIXBOT_WATCH__CHANNEL_ID", "\"567890123456789012\""),
+        ])
+        .unwrap();
+        assert_eq!(on.watch.channel_id, Some(567_890_123_456_789_012));
+        on.watch.validate_for_serve().unwrap();
+        for (key, value, needle) in [
+            ("FIXBOT_WATCH__POLL_INTERVAL", "1000", "watch.poll_interval"),
+            (
+                "FIXBOT_WATCH__EVENT_TYPES",
+                "[]",
+                "watch.event_types is empty",
+            ),
+            (
+                "FIXBOT_WATCH__EVENT_TYPES",
+                "[\"application.provision.user.push\\\" or 1\"]",
+                "is not a System Log event type",
+            ),
+            ("FIXBOT_WATCH__PAGE_LIMIT", "5000", "watch.page_limit"),
+        ] {
+            let err = format!("{:#}", with(&[(key, value)]).unwrap_err());
+            assert!(err.contains(needle), "{key}={value}: {err}");
+        }
     }
 
     #[test]

@@ -14,7 +14,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 /// The built-in story, in the console's event grammar.
-pub const STORY: &str = r#"# A requester asks; the wrong people's approvals do not count; an approver approves.
+pub const STORY: &str = r#"# Okta pushes Adele's profile to Office 365 and the push fails. The watch reads the System
+# Log, diagnoses her and posts a card in the ops channel, before anyone opens a ticket.
+sandbox: push adele@contoso.com
+watch: poll
+alice: /fix-status
+# A requester asks; the wrong people's approvals do not count; an approver approves.
 alice: /fix-immutable-id user:adele@contoso.com reason:INC-4711 can't sign in
 alice: react ✅
 mallory: react ✅
@@ -33,7 +38,16 @@ bob: react ✅
 sandbox: fail okta.assign 1 500 E0000009
 alice: /fix-immutable-id user:o'brien@contoso.com mode:full
 bob: react ✅
+# A diagnosis offers its fix; 🔧 plans it for a second person's approval.
+carol: /diagnose user:dana@contoso.com
+carol: react 🔧
+bob: react ✅
+# Many users at once: one plan (refused users listed), one approval, one provisioning window.
+carol: /fix-immutable-id users:user0001@contoso.com, user0002@contoso.com, lynne@contoso.com, user0003@contoso.com mode:full reason:cut-over
+bob: react ✅
+# The repair closed the watch's finding, and Adele is healthy now.
 alice: /fix-status
+alice: /diagnose user:adele@contoso.com
 "#;
 
 pub fn sandbox_options(config: &Config, bind: SocketAddr) -> SandboxOptions {
@@ -87,13 +101,15 @@ pub async fn run(
     )?;
     let mut buf = Vec::new();
     {
+        let watch = crate::watch::Watch::new(engine.clone(), &config.watch);
         let mut console = Console::new(
             engine,
             ApprovalPolicy::from(&config.approval),
             config.console.people.clone(),
             Some(&sandbox),
             &mut buf,
-        );
+        )
+        .with_watch(watch);
         console.run_bytes(script.unwrap_or(STORY.as_bytes())).await;
     }
     out.write_all(&buf)?;

@@ -12,3 +12,4 @@ pub mod pipeline;
 pub mod sandbox;
 pub mod secret;
 pub mod store;
+pub mod watch;

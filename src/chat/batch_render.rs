@@ -5,6 +5,7 @@ use super::render::sanitize;
 use crate::domain::RunState;
 use crate::pipeline::batch::{BatchPlan, BatchProgress, BatchSummary};
 use crate::pipeline::RepairMode;
+use crate::store::BatchRow;
 use std::time::Duration;
 
 /// Rows of the plan shown in the message itself; the CSV holds them all.
@@ -123,6 +124,46 @@ pub fn summary_message(s: &BatchSummary) -> String {
         ));
     }
     out.push_str("   Every user's outcome is in the CSV.");
+    out
+}
+
+/// One line for `/fix-status`: the batch and its counts, read from its users' runs.
+pub fn status_line(row: &BatchRow, p: &BatchProgress) -> String {
+    format!(
+        "batch {} {} · {} users: ✅ {} · ↩ {} · ⚠ {} · ⏭ {} · ⛔ {} refused (by {})",
+        row.id.get(..8).unwrap_or(&row.id),
+        row.state.as_str(),
+        p.total,
+        p.repaired,
+        p.rolled_back,
+        p.attention,
+        p.skipped,
+        row.refused.len(),
+        sanitize(&row.requester_name, 64)
+    )
+}
+
+/// The batch's rows for `/fix-status <batch>`: every user, its state and the first words of its
+/// outcome; then the users refused at plan time.
+pub fn status_rows(s: &BatchSummary) -> Vec<String> {
+    let mut out: Vec<String> = s
+        .results
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {} — {}",
+                r.run.get(..8).unwrap_or(&r.run),
+                sanitize(&r.upn, 100),
+                r.state.as_str(),
+                sanitize(&r.message, 160)
+            )
+        })
+        .collect();
+    out.extend(
+        s.refused
+            .iter()
+            .map(|r| format!("⛔ {} — {}", sanitize(&r.upn, 100), sanitize(&r.why, 160))),
+    );
     out
 }
 

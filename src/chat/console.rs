@@ -14,6 +14,10 @@
 //! sandbox: applyfail <operation> <nth> <status> <code>   (sandbox only: the call is made, then
 //!                                                    answered with that error)
 //! sandbox: deactivate on|off                        (sandbox only)
+//! sandbox: push [user]    (sandbox only: Okta pushes the user's profile — every user's without
+//!                          one — and logs a failure for each whose ImmutableIDs do not match)
+//! watch: poll             (demo: one pass of the watch over the System Log; its cards are
+//!                          printed)
 //! ```
 //!
 //! Who acts depends on the [`Identity`]: in the sandbox simulation the name before `:` is the
@@ -85,6 +89,8 @@ pub struct Console<'a, W: Write> {
     offers: HashMap<String, (String, ModeChoice, Option<String>)>,
     /// Bulk repairs awaiting approval.
     batches: HashMap<RunId, batch::PendingBatch>,
+    /// The watch `watch: poll` runs, when there is one.
+    watch: Option<crate::watch::Watch>,
 }
 
 impl<'a, W: Write> Console<'a, W> {
@@ -109,7 +115,14 @@ impl<'a, W: Write> Console<'a, W> {
             lifecycle: Lifecycle::default(),
             offers: HashMap::new(),
             batches: HashMap::new(),
+            watch: None,
         }
+    }
+
+    /// Lets `watch: poll` lines run a pass of `watch`, printing its cards.
+    pub fn with_watch(mut self, watch: crate::watch::Watch) -> Self {
+        self.watch = Some(watch);
+        self
     }
 
     /// Shares what is executing with a shutdown (see [`serve_stdin`]).
@@ -215,6 +228,10 @@ impl<'a, W: Write> Console<'a, W> {
         };
         if who == Some("sandbox") {
             self.sandbox_directive(action);
+            return;
+        }
+        if who == Some("watch") {
+            self.watch_directive(action).await;
             return;
         }
         let name = match (&self.identity, who) {
@@ -333,9 +350,28 @@ impl<'a, W: Write> Console<'a, W> {
                 sb.set_deactivate(*on_off == "on");
                 let _ = writeln!(self.out, "(sandbox: Deactivate switched {on_off} in Okta)");
             }
+            ["push"] => {
+                let n = sb.record_push_failures();
+                let _ = writeln!(
+                    self.out,
+                    "(sandbox: Okta pushed every profile to Office 365; {n} push(es) failed and were logged)"
+                );
+            }
+            ["push", user] => {
+                let what = if sb.record_push_failure_of(user) {
+                    "failed (the ImmutableIDs do not match) and was logged"
+                } else {
+                    "logged no failure"
+                };
+                let _ = writeln!(
+                    self.out,
+                    "(sandbox: Okta pushed {}'s profile to Office 365; the push {what})",
+                    sanitize(user, 100)
+                );
+            }
             _ => self.say(
                 "usage: sandbox: fail|applyfail <operation> <nth> <status> <code> \
-                 | deactivate on|off",
+                 | deactivate on|off | push [user]",
             ),
         }
     }
@@ -803,6 +839,20 @@ impl<'a, W: Write> Console<'a, W> {
             return self.say("give a run id, or at least its first 4 characters.");
         }
         let store = self.engine.store();
+        if let Ok([batch]) = store.batches_by_prefix(&key).as_deref() {
+            let text = match self
+                .engine
+                .batch_summary(batch, 0, std::time::Duration::ZERO)
+            {
+                Ok(s) => {
+                    let mut lines = vec![super::batch_render::status_line(batch, &s.progress)];
+                    lines.extend(super::batch_render::status_rows(&s));
+                    lines.join("\n   ")
+                }
+                Err(e) => format!("could not read the batch: {e:#}"),
+            };
+            return self.say(&text);
+        }
         let rows = match store.runs_by_prefix(&key) {
             Ok(r) => r,
             Err(e) => return self.say(&format!("could not read the store: {e:#}")),
@@ -833,12 +883,47 @@ impl<'a, W: Write> Console<'a, W> {
         self.say(&lines.join("\n   "));
     }
 
+    /// `watch: poll`: one pass of the watch; each card as the ops channel would show it.
+    async fn watch_directive(&mut self, action: &str) {
+        if action.trim() != "poll" {
+            return self.say("usage: watch: poll");
+        }
+        let Some(watch) = &self.watch else {
+            return self.say("the watch is not running in this console.");
+        };
+        let text = crate::watch::card::pass_text(&watch.pass().await);
+        let _ = writeln!(self.out, "{text}");
+    }
+
     fn status(&mut self) {
-        match self.engine.store().recent_runs(10) {
+        let findings = crate::watch::card::findings_text(self.engine.store()).join("\n");
+        self.status_runs();
+        let _ = writeln!(self.out, "   {}", findings.replace('\n', "\n   "));
+    }
+
+    fn status_runs(&mut self) {
+        // A batch is one line with its counts; its users are not listed one by one.
+        let mut members = HashSet::new();
+        let mut batch_lines = Vec::new();
+        for b in self.engine.store().recent_batches(5).unwrap_or_default() {
+            if let Ok(s) = self.engine.batch_summary(&b, 0, std::time::Duration::ZERO) {
+                batch_lines.push(super::batch_render::status_line(&b, &s.progress));
+            }
+            members.extend(b.members.iter().cloned());
+        }
+        if !batch_lines.is_empty() {
+            self.say(&format!(
+                "recent batches:\n   {}",
+                batch_lines.join("\n   ")
+            ));
+        }
+        match self.engine.store().recent_runs(10 + members.len() as u32) {
             Ok(runs) if runs.is_empty() => self.say("no runs yet."),
             Ok(runs) => {
                 let lines: Vec<String> = runs
                     .iter()
+                    .filter(|r| !members.contains(&r.id))
+                    .take(10)
                     .map(|r| {
                         format!(
                             "{} {} {} (by {})",

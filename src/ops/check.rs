@@ -172,7 +172,17 @@ pub async fn online(config: &Config, user: Option<&str>) -> OnlineReport {
         Err(e) => checks.push(Check::failed("graph client", format!("{e:#}"))),
     }
     match &okta {
-        Ok(o) => checks.extend(check_okta(o).await),
+        Ok(o) => {
+            if config.watch.enabled {
+                // Asked before the first token, so the checks below run with the scopes serve
+                // will ask for.
+                o.also_read_logs().await;
+            }
+            checks.extend(check_okta(o).await);
+            if config.watch.enabled {
+                checks.push(check_system_log(o).await);
+            }
+        }
         Err(e) => checks.push(Check::failed("okta client", format!("{e:#}"))),
     }
     let mut plan = None;
@@ -375,6 +385,30 @@ fn describe_graph(e: &GraphError, permission: &str) -> String {
             format!("refused (Authorization_RequestDenied): the app lacks {permission}")
         }
         _ => e.to_string(),
+    }
+}
+
+/// The watch: one page of the System Log, read-only, as the watch will read it.
+pub async fn check_system_log(okta: &OktaClient) -> Check {
+    use crate::directory::okta::{LogCursor, LogQuery, PROVISIONING_ERROR_EVENT_TYPES};
+    let since = crate::watch::utc::iso(std::time::SystemTime::now());
+    let query =
+        LogQuery::provisioning_failures(okta.app_id(), PROVISIONING_ERROR_EVENT_TYPES, &since, 1);
+    match okta.logs_page(&LogCursor::Start(query)).await {
+        Ok(_) => Check::ok("okta system log", "readable (the watch polls it)"),
+        Err(e) => Check::failed(
+            "okta system log",
+            match okta.credential() {
+                OktaCredential::ServiceApp(a) => format!(
+                    "the watch cannot read it ({e}): grant {} to the service app {} (Okta API Scopes tab)",
+                    crate::directory::okta::LOGS_SCOPE,
+                    a.client_id
+                ),
+                OktaCredential::ApiToken(_) => format!(
+                    "the watch cannot read it ({e}): the API token's admin needs a role that can read the System Log"
+                ),
+            },
+        ),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Process-wide Prometheus metrics: runs by outcome, step durations, approvals pending, API calls
-//! by service and status, throttling waits, compensations.
+//! by service and status, throttling waits, compensations, and the watch's events, cards and
+//! passes ended early.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -44,6 +45,9 @@ pub struct Metrics {
     pub api_calls: Family<ApiLabels, Counter>,
     pub throttle_waits: Family<ServiceLabels, Counter>,
     pub compensations: Family<StepLabels, Counter>,
+    pub watch_events: Counter,
+    pub watch_cards: Counter,
+    pub watch_failed_passes: Counter,
 }
 
 fn step_histogram() -> Histogram {
@@ -99,6 +103,24 @@ impl Metrics {
             "Compensating or rolling-forward writes, by step and outcome",
             compensations.clone(),
         );
+        let watch_events = Counter::default();
+        registry.register(
+            "watch_events",
+            "Okta System Log events the watch handled (each once)",
+            watch_events.clone(),
+        );
+        let watch_cards = Counter::default();
+        registry.register(
+            "watch_cards",
+            "Cards the watch posted (one per user per UTC day)",
+            watch_cards.clone(),
+        );
+        let watch_failed_passes = Counter::default();
+        registry.register(
+            "watch_failed_passes",
+            "Watch passes that ended early (the same events are read again at the next poll)",
+            watch_failed_passes.clone(),
+        );
         Self {
             registry,
             runs,
@@ -109,6 +131,9 @@ impl Metrics {
             api_calls,
             throttle_waits,
             compensations,
+            watch_events,
+            watch_cards,
+            watch_failed_passes,
         }
     }
 

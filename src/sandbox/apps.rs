@@ -194,8 +194,14 @@ pub(crate) fn assign(st: &mut State, app: &str, ctx: &Ctx) -> Reply {
         .map(|i| st.app_users[i].profile.clone())
         .unwrap_or_default();
     profile.extend(given);
+    let directory_id = st.okta_users[ui].directory_external_id.clone();
     for (target, source) in &mapped {
-        match okta_profile.get(*source) {
+        let value = if *source == super::okta::DIRECTORY_EXTERNAL_ID {
+            directory_id.clone().map(Value::String)
+        } else {
+            okta_profile.get(*source).cloned()
+        };
+        match value.as_ref() {
             Some(v) if !v.is_null() => {
                 profile.insert((*target).to_owned(), v.clone());
             }
@@ -246,7 +252,10 @@ pub(crate) fn assign(st: &mut State, app: &str, ctx: &Ctx) -> Reply {
         }
     };
     // Pushed at once: Office 365 refuses a user whose ImmutableID it cannot match, and Okta
-    // logs it (a new assignment is a create, a changed one a profile push).
+    // logs it (a new assignment is a create, a changed one a profile push) and leaves the app
+    // user in error: `syncState` ERROR, and a new one not linked (still STAGED, no externalId),
+    // as Okta shows a failed provisioning task until an admin retries it.
+    let mut rec = rec;
     if pushed {
         if let Some(i) = st.app_user(user_id).filter(|&i| st.push_mismatch(i)) {
             let kind = if existing.is_some() {
@@ -256,6 +265,13 @@ pub(crate) fn assign(st: &mut State, app: &str, ctx: &Ctx) -> Reply {
             };
             let event = syslog::push_failure(st, kind, i);
             st.syslog.record(ctx.wall, event);
+            let a = &mut st.app_users[i];
+            a.sync_state = "ERROR".into();
+            if existing.is_none() {
+                a.status = "STAGED".into();
+                a.external_id = None;
+            }
+            rec = a.clone();
         }
     }
     Reply::json(200, app_user_json(st, &rec))

@@ -42,6 +42,10 @@ pub enum MappingMode {
     Ignore,
     /// Mapped; a value in the assignment is rejected with `E0000001`.
     Reject,
+    /// Mapped as Okta's default for Office 365, `hasDirectoryUser()?findDirectoryUser().externalId:null`:
+    /// AD-sourced Okta users get their AD objectGUID, everyone else no value. A value in the
+    /// assignment is ignored, as with [`MappingMode::Ignore`].
+    DirectoryUser,
 }
 
 #[derive(Debug, Clone)]
@@ -422,6 +426,13 @@ impl Sandbox {
     pub fn record_push_failures(&self) -> usize {
         self.state()
             .record_push_failures(std::time::SystemTime::now())
+    }
+    /// Okta pushes one user's profile (`name`: the app username or the Okta login): when the
+    /// ImmutableIDs do not match, one `push_profile` FAILURE is logged and the app user is left
+    /// in `syncState` ERROR. Returns whether a failure was logged.
+    pub fn record_push_failure_of(&self, name: &str) -> bool {
+        self.state()
+            .record_push_failure_of(name, std::time::SystemTime::now())
     }
     /// Persists an arbitrary System Log event now (`uuid`, `published` and a few defaults are
     /// filled in when missing). Returns its `uuid`.

@@ -215,9 +215,8 @@ pub(crate) fn get_mapping(st: &State, id: &str) -> Reply {
             "firstName": { "expression": "user.firstName", "pushStatus": "PUSH" },
             "lastName": { "expression": "user.lastName", "pushStatus": "PUSH" },
         });
-        if st.mapping != MappingMode::Unmapped {
-            p["immutableId"] =
-                json!({ "expression": "user.o365ImmutableId", "pushStatus": "PUSH" });
+        if let Some(expression) = immutable_id_expression(st.mapping) {
+            p["immutableId"] = json!({ "expression": expression, "pushStatus": "PUSH" });
         }
         p
     } else {
@@ -230,12 +229,31 @@ pub(crate) fn get_mapping(st: &State, id: &str) -> Reply {
     Reply::json(200, m)
 }
 
+/// Okta's default expression for the Office 365 `immutableId`: the AD objectGUID of AD-sourced
+/// users (Okta exposes it as the directory user's `externalId`).
+pub const DIRECTORY_USER_EXPRESSION: &str =
+    "hasDirectoryUser()?findDirectoryUser().externalId:null";
+
+/// The source name [`mapped_properties`] gives for the directory user's `externalId`, which is
+/// not an Okta profile property (see `OktaUserRec::directory_external_id`).
+pub(crate) const DIRECTORY_EXTERNAL_ID: &str = "findDirectoryUser().externalId";
+
+fn immutable_id_expression(mode: MappingMode) -> Option<&'static str> {
+    match mode {
+        MappingMode::Unmapped => None,
+        MappingMode::Ignore | MappingMode::Reject => Some("user.o365ImmutableId"),
+        MappingMode::DirectoryUser => Some(DIRECTORY_USER_EXPRESSION),
+    }
+}
+
 /// App-user profile properties the mapping fills, with the Okta user profile property each
-/// comes from.
+/// comes from ([`DIRECTORY_EXTERNAL_ID`]: the AD-sourced user's objectGUID).
 pub(crate) fn mapped_properties(mode: MappingMode) -> Vec<(&'static str, &'static str)> {
     let mut v = vec![("firstName", "firstName"), ("lastName", "lastName")];
-    if mode != MappingMode::Unmapped {
-        v.push(("immutableId", "o365ImmutableId"));
+    match mode {
+        MappingMode::Unmapped => {}
+        MappingMode::Ignore | MappingMode::Reject => v.push(("immutableId", "o365ImmutableId")),
+        MappingMode::DirectoryUser => v.push(("immutableId", DIRECTORY_EXTERNAL_ID)),
     }
     v
 }

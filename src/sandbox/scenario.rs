@@ -128,6 +128,15 @@ pub const QUINN_OKTA_IMMUTABLE_ID: &str = "Xq7mR2pK9UeA3cT6wN1bLw==";
 pub const QUINN_UNDEFINED_ATTRIBUTE: &str = "legacyLicenseGroup";
 /// GUID 65dc9f50-3f63-4f83-bd05-61e6211c70cf.
 pub const PLUSID_IMMUTABLE_ID: &str = "UJ/cZWM/g0+9BWHmIRxwzw==";
+/// In Entra and Okta, but not assigned to the Office 365 app.
+pub const NOEL: &str = "noel@contoso.com";
+pub const NOEL_ENTRA_IMMUTABLE_ID: &str = "Tq3vJ9bQ0UyGm7aZ2cX5kA==";
+/// Sourced from AD in Okta: Okta's default `immutableId` mapping
+/// (`hasDirectoryUser()?findDirectoryUser().externalId:null`, sandbox mapping mode
+/// `directory_user`) sends her AD objectGUID, which the app user holds; Entra holds none.
+pub const DANA: &str = "dana@contoso.com";
+/// Dana's AD objectGUID, base64 as Okta's `externalId` gives it.
+pub const DANA_AD_OBJECT_GUID: &str = "pW8dK2mN4kSxY6tQ1zR3vg==";
 
 /// The group that grants [`GRADY`] the app.
 pub const LICENSED_GROUP: &str = "O365 Licensed";
@@ -233,6 +242,7 @@ impl Builder {
             created: SEEDED_AT.into(),
             last_updated: SEEDED_AT.into(),
             profile,
+            directory_external_id: None,
         });
         if let Some(everyone) = self
             .st
@@ -573,6 +583,20 @@ pub(crate) fn build(opts: &SandboxOptions, origin: &str, secrets: Secrets) -> St
         let iid = ordinary_immutable_id(n);
         b.both(&upn, "User", &format!("{n:04}"), Some(&iid), &iid);
     }
+
+    // Added after everyone else, so that the ids above stay as they were.
+    b.entra(
+        NOEL,
+        "Noel",
+        "Fischer",
+        Some(NOEL_ENTRA_IMMUTABLE_ID),
+        false,
+    );
+    b.okta(NOEL, "Noel", "Fischer", None);
+    let (_, dana) = b.both(DANA, "Dana", "Ortiz", None, DANA_AD_OBJECT_GUID);
+    if let Some(u) = b.st.okta_users.iter_mut().find(|u| u.id == dana) {
+        u.directory_external_id = Some(DANA_AD_OBJECT_GUID.into());
+    }
     b.st
 }
 
@@ -592,6 +616,8 @@ mod tests {
             QUINN_OKTA_IMMUTABLE_ID,
             ROHAN_ENTRA_IMMUTABLE_ID,
             ROHAN_OKTA_IMMUTABLE_ID,
+            NOEL_ENTRA_IMMUTABLE_ID,
+            DANA_AD_OBJECT_GUID,
         ] {
             ImmutableId::parse_value(v).unwrap();
         }

@@ -49,6 +49,9 @@ pub(crate) struct OktaUserRec {
     pub created: String,
     pub last_updated: String,
     pub profile: Props,
+    /// For a user sourced from AD: the AD objectGUID (base64), what Okta's expression
+    /// `findDirectoryUser().externalId` gives. Not part of the Okta user's profile.
+    pub directory_external_id: Option<String>,
 }
 
 pub(crate) struct OktaGroupRec {
@@ -276,15 +279,20 @@ impl State {
         on("/create/lifecycleCreate/status") && on("/update/profile/status")
     }
 
-    /// Okta's background push: every app user not yet synchronized is linked to its Office 365
-    /// user (status `PROVISIONED`, `externalId` = the Entra object id), unless `hold_sync` keeps
-    /// it `SYNCING`.
+    /// Okta's background push: every app user waiting for it is linked to its Office 365 user
+    /// (status `PROVISIONED`, `externalId` = the Entra object id), unless `hold_sync` keeps it
+    /// `SYNCING`. A push Office 365 refuses (the ImmutableIDs do not match) is logged and leaves
+    /// the app user unlinked in `syncState` ERROR; Okta does not retry a failed task by itself,
+    /// so app users already in ERROR are left alone.
     pub(crate) fn push_pending(&mut self) {
         if !self.pushing() {
             return;
         }
         for i in 0..self.app_users.len() {
-            if self.app_users[i].sync_state == "SYNCHRONIZED" {
+            if matches!(
+                self.app_users[i].sync_state.as_str(),
+                "SYNCHRONIZED" | "ERROR"
+            ) {
                 continue;
             }
             if self.hold_sync {
@@ -295,10 +303,10 @@ impl State {
                 .entra_find_current(&self.app_users[i].user_name)
                 .and_then(|j| prop_str(&self.entra[j].current, "id").map(str::to_owned));
             if self.push_mismatch(i) {
-                // The push still links the user here (the repair's own checks depend on it), but
-                // Okta reports what Office 365 answered about the ImmutableID.
                 let event = syslog::push_failure(self, syslog::PUSH, i);
                 self.syslog.record(SystemTime::now(), event);
+                self.app_users[i].sync_state = "ERROR".into();
+                continue;
             }
             let a = &mut self.app_users[i];
             if let Some(id) = entra_id {
@@ -337,8 +345,36 @@ impl State {
         for &i in &mismatched {
             let event = syslog::push_failure(self, syslog::PUSH_PROFILE, i);
             self.syslog.record(now, event);
+            self.app_users[i].sync_state = "ERROR".into();
         }
         mismatched.len()
+    }
+
+    /// Okta pushes one user's profile to Office 365 (e.g. after an admin edited it): a mismatched
+    /// user's push fails, is logged as a `push_profile` failure, and leaves the app user in
+    /// `syncState` ERROR. `name` is the app username (UPN) or the Okta login. Returns whether a
+    /// failure was logged.
+    pub(crate) fn record_push_failure_of(&mut self, name: &str, now: SystemTime) -> bool {
+        if !self.provisioning_enabled || !self.pushing() {
+            return false;
+        }
+        let by_login = self
+            .okta_users
+            .iter()
+            .find(|u| prop_str(&u.profile, "login").is_some_and(|l| l.eq_ignore_ascii_case(name)))
+            .map(|u| u.id.clone());
+        let Some(i) = self.app_users.iter().position(|a| {
+            a.user_name.eq_ignore_ascii_case(name) || by_login.as_deref() == Some(&a.user_id)
+        }) else {
+            return false;
+        };
+        if !self.push_mismatch(i) {
+            return false;
+        }
+        let event = syslog::push_failure(self, syslog::PUSH_PROFILE, i);
+        self.syslog.record(now, event);
+        self.app_users[i].sync_state = "ERROR".into();
+        true
     }
 
     pub(crate) fn set_deactivate(&mut self, enabled: bool) {

@@ -559,7 +559,11 @@ impl super::Sandbox {
         self.state().tokens.okta_app = Some(OktaServiceApp {
             client_id: client_id.to_owned(),
             public_key,
-            granted: SERVICE_APP_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
+            granted: SERVICE_APP_SCOPES
+                .iter()
+                .chain(std::iter::once(&crate::directory::okta::LOGS_SCOPE))
+                .map(|s| (*s).to_owned())
+                .collect(),
             dpop_required: false,
         });
         Ok(())

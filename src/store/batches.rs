@@ -158,6 +158,16 @@ impl Store {
         })
     }
 
+    /// Batches whose id starts with `prefix` (at most a few: ids are random).
+    pub fn batches_by_prefix(&self, prefix: &str) -> anyhow::Result<Vec<BatchRow>> {
+        let pattern = format!("{}%", prefix.replace(['%', '_'], ""));
+        self.with(|c| {
+            let mut st = c.prepare(&format!("{SELECT} WHERE id LIKE ?1 LIMIT 5"))?;
+            let rows = st.query_map(params![pattern], from_row)?;
+            rows.collect()
+        })
+    }
+
     pub fn recent_batches(&self, limit: u32) -> anyhow::Result<Vec<BatchRow>> {
         self.with(|c| {
             let mut st = c.prepare(&format!(

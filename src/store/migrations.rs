@@ -127,6 +127,44 @@ CREATE TABLE chat_unavailable (
     r#"
 ALTER TABLE journal ADD COLUMN client_request_id TEXT;
 "#,
+    // The watch: where it is in the Okta System Log (the polling query's `next` link), every
+    // event it has handled (by uuid, so a page read twice is handled once), and the findings it
+    // reported, one per user. Rows carry `format` so a later release can read what this one left.
+    r#"
+CREATE TABLE watch_cursor (
+    app_id          TEXT PRIMARY KEY,
+    format          INTEGER NOT NULL,
+    cursor_json     TEXT NOT NULL,
+    filter          TEXT NOT NULL,
+    updated_at_ms   INTEGER NOT NULL
+);
+CREATE TABLE watch_events (
+    uuid            TEXT PRIMARY KEY,
+    upn             TEXT,
+    event_type      TEXT NOT NULL,
+    published       TEXT NOT NULL,
+    outcome         TEXT NOT NULL,
+    handled_at_ms   INTEGER NOT NULL
+);
+CREATE TABLE watch_findings (
+    upn             TEXT PRIMARY KEY,
+    format          INTEGER NOT NULL,
+    display_upn     TEXT NOT NULL,
+    verdict         TEXT NOT NULL,
+    fix             TEXT NOT NULL,
+    why             TEXT NOT NULL,
+    event_type      TEXT NOT NULL,
+    display_message TEXT,
+    reason          TEXT,
+    opened_at_ms    INTEGER NOT NULL,
+    last_seen_ms    INTEGER NOT NULL,
+    last_card_day   TEXT,
+    cards           INTEGER NOT NULL DEFAULT 0,
+    closed_at_ms    INTEGER,
+    closed_why      TEXT
+);
+CREATE INDEX watch_findings_open ON watch_findings(closed_at_ms);
+"#,
     // Bulk repairs: one row per batch; its users are ordinary runs (their plans name the batch),
     // listed here in order. `format` versions the row.
     r#"

@@ -14,6 +14,7 @@ mod pause;
 mod profiles;
 mod runs;
 mod votes;
+mod watch;
 
 use crate::domain::RunState;
 use anyhow::Context;
@@ -30,6 +31,9 @@ pub use outbox::{Announcer, Fallback, Finished, NewMessage, OutboxRow, Put};
 pub use anchor::{AuditHead, BadHead, HeadFileError, VerifyError, HEAD_FILE, SHORT_HASH_HEX};
 pub use audit::{AuditRecord, Verification};
 pub use migrations::{SCHEMA_VERSION, V1_SCHEMA};
+pub use watch::{
+    FindingRow, FindingUpdate, HandledEvent, Observation, StoredCursor, WatchCommit, WatchCursor,
+};
 
 pub fn now_ms() -> i64 {
     SystemTime::now()

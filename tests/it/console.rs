@@ -39,11 +39,39 @@ fn demo_tells_the_whole_story() {
     let out = bin().arg("demo").output().expect("demo runs");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
+    // It opens with the watch finding Adele from Okta's failed push, before any request.
+    let card = text
+        .find("watch (ops channel): 🔎 Okta could not provision adele@contoso.com")
+        .expect("the watch's card opens the story");
+    let first_request = text.find("alice: /fix-immutable-id").unwrap();
+    assert!(card < first_request, "{text}");
+    assert!(
+        text[card..first_request].contains("Diagnosis: Entra is missing the ImmutableID"),
+        "{text}"
+    );
+    assert!(text.contains("open watch findings (1):"), "{text}");
+    // And it ends with her diagnosed healthy, the finding closed by the repair.
+    let last = text
+        .rfind("Diagnosis of adele@contoso.com")
+        .expect("a closing diagnosis");
+    assert!(text[last..].contains("Verdict: healthy"), "{text}");
+    assert!(text.contains("open watch findings: none."), "{text}");
     assert!(text.contains("alice's reaction does not count"), "{text}");
     assert!(text.contains("mallory's reaction does not count"), "{text}");
     assert!(text.contains("approved by bob"), "{text}");
     assert!(text.contains("✅ 9/9 resume Okta provisioning"), "{text}");
     assert!(text.contains("synced from on-premises AD"), "{text}");
+    // The smallest fix by default, and a diagnosis's fix planned with 🔧.
+    assert!(text.contains("Mode: Entra-only"), "{text}");
+    assert!(text.contains("react 🔧 to plan this fix"), "{text}");
+    assert!(text.contains("Reason: fix offered by /diagnose"), "{text}");
+    // A bulk repair: refused users listed, one approval, one summary, one status line.
+    assert!(
+        text.contains("3 full repair · 0 Entra-only · 1 refused"),
+        "{text}"
+    );
+    assert!(text.contains("🎉 bulk repair done"), "{text}");
+    assert!(text.contains("3 users: ✅ 3"), "{text}");
     assert!(text.contains("↩ undo"), "{text}");
     assert!(text.contains("⏩ roll forward"), "{text}");
     assert!(text.contains("Final state of the sandbox tenant"), "{text}");

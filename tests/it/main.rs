@@ -21,3 +21,4 @@ mod pipeline;
 mod recovery;
 mod sandbox_rules;
 mod syslog;
+mod watch;

@@ -676,12 +676,11 @@ async fn killed_mid_batch_each_user_is_repaired_once_in_one_window() {
     // A user in flight at the kill may have its unassign or assign sent again (unknown outcome):
     // Okta answers the DELETE 404 (already done) and the same assignment again 200. Each user is
     // unassigned once, and each user's run ends once, succeeded.
-    let unassigned = t
-        .sb
-        .calls()
-        .iter()
-        .filter(|c| c.op == "okta.unassign" && c.status == 204)
-        .count();
+    let unassigned =
+        t.sb.calls()
+            .iter()
+            .filter(|c| c.op == "okta.unassign" && c.status == 204)
+            .count();
     assert_eq!(unassigned, 5, "each user unassigned once");
     let s = store(&t);
     let batch = &s.recent_batches(1).unwrap()[0];

@@ -291,10 +291,17 @@ async fn a_push_of_a_mismatched_user_logs_a_failure_and_a_healthy_one_does_not()
     let (events, cursor) = drain(&o, failures_query(LONG_AGO, 100), 100).await;
     assert_eq!(events.len(), 1, "{events:#?}");
     assert_eq!(events[0].event_type, PUSH_PROFILE);
-    assert_eq!(events[0].user_target().map(|t| t.id.clone()), Some(megan));
+    assert_eq!(
+        events[0].user_target().map(|t| t.id.clone()),
+        Some(megan.clone())
+    );
     assert!(events
         .iter()
         .all(|e| e.target.iter().all(|t| t.id != healthy)));
+    // Office 365 refused the push: the app user is left in error, the healthy one synchronized.
+    let sync = |id: &str| sb.okta_app_user(id).unwrap().sync_state;
+    assert_eq!(sync(&megan).as_deref(), Some("ERROR"));
+    assert_eq!(sync(&healthy).as_deref(), Some("SYNCHRONIZED"));
 
     // Paused: nothing is pushed, nothing logged; the resume pushes the pending users.
     let off = json!({
@@ -318,6 +325,38 @@ async fn a_push_of_a_mismatched_user_logs_a_failure_and_a_healthy_one_does_not()
         events[0].user_target().and_then(|t| t.alternate_id.clone()),
         Some(MEGAN.to_owned())
     );
+    // The refused push left Megan unlinked and in error; the healthy user was linked.
+    let megan_app = sb.okta_app_user(&megan).unwrap();
+    assert_eq!(megan_app.sync_state.as_deref(), Some("ERROR"));
+    let linked = sb.okta_app_user(&healthy).unwrap();
+    assert_eq!(linked.sync_state.as_deref(), Some("SYNCHRONIZED"));
+    assert!(linked.external_id.is_some());
+}
+
+#[tokio::test]
+async fn a_new_assignment_office_365_refuses_stays_unlinked_in_error() {
+    let sb = sandbox().await;
+    let o = okta(&sb);
+    let noel = sb
+        .okta_user_id(NOEL)
+        .expect("noel is in Okta, not assigned");
+    assert!(sb.okta_app_user(&noel).is_none());
+    // Okta sends a value Entra does not hold: the create is refused and logged.
+    o.assign(&AssignAppUser {
+        id: noel.clone(),
+        scope: "USER".into(),
+        credentials: serde_json::from_value(json!({ "userName": NOEL })).unwrap(),
+        profile: serde_json::from_value(json!({ "immutableId": MEGAN_OKTA_IMMUTABLE_ID })).unwrap(),
+    })
+    .await
+    .unwrap();
+    let a = sb.okta_app_user(&noel).unwrap();
+    assert_eq!(a.sync_state.as_deref(), Some("ERROR"));
+    assert_eq!(a.status, "STAGED");
+    assert!(a.external_id.is_none(), "not linked to the Office 365 user");
+    let (events, _) = drain(&o, failures_query(LONG_AGO, 100), 100).await;
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0].event_type, PUSH);
 }
 
 #[tokio::test]

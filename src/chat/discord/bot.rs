@@ -158,6 +158,13 @@ impl Bot {
         self.outbox.flush(grace).await
     }
 
+    /// Wakes the outbox's sender: for messages queued by others in their own transactions
+    /// (the watch's cards).
+    pub fn outbox_waker(&self) -> std::sync::Arc<dyn Fn() + Send + Sync> {
+        let outbox = self.outbox.clone();
+        std::sync::Arc::new(move || outbox.wake())
+    }
+
     /// Requests sent through the bot's own REST client, and the 429s among their answers.
     pub fn rest_counts(&self) -> (u64, u64) {
         let s = self.outbox.rest().stats();

@@ -198,6 +198,21 @@ struct GuildFacts {
 
 /// Checks the token, each guild, each channel and the bot's permissions there, read-only.
 pub async fn check_discord(settings: &DiscordSettings, token: &Secret) -> Vec<Check> {
+    check_discord_and_watch(settings, token, None).await
+}
+
+/// What the watch's channel needs: it only posts cards there.
+pub const WATCH_NEEDED: &[(&str, u64, &str)] = &[
+    ("VIEW_CHANNEL", VIEW_CHANNEL, "to see the channel at all"),
+    ("SEND_MESSAGES", SEND_MESSAGES, "to post the watch's cards"),
+];
+
+/// [`check_discord`], and the watch's channel (`watch.channel_id`) when the watch is on.
+pub async fn check_discord_and_watch(
+    settings: &DiscordSettings,
+    token: &Secret,
+    watch_channel: Option<u64>,
+) -> Vec<Check> {
     let mut out = Vec::new();
     let root = settings
         .api_base
@@ -316,8 +331,13 @@ pub async fn check_discord(settings: &DiscordSettings, token: &Secret) -> Vec<Ch
             "discord.channel_ids is empty: name the channel(s) that take commands",
         ));
     }
-    for &c in &settings.channel_ids {
-        let name = format!("discord channel {c}");
+    let channels = settings
+        .channel_ids
+        .iter()
+        .map(|&c| (c, "discord channel", NEEDED))
+        .chain(watch_channel.map(|c| (c, "watch channel", WATCH_NEEDED)));
+    for (c, label, needed) in channels {
+        let name = format!("{label} {c}");
         let channel = match api.get(&format!("/channels/{c}")).await {
             Ok(v) => v,
             Err(f) => {
@@ -353,7 +373,7 @@ pub async fn check_discord(settings: &DiscordSettings, token: &Secret) -> Vec<Ch
         if !TEXT_CHANNELS.contains(&kind) {
             out.push(Check::failed(
                 name,
-                format!("channel {c} is of type {kind}, not a text or announcement channel: plans and their threads need one"),
+                format!("channel {c} is of type {kind}, not a text or announcement channel: {} need one", if needed == WATCH_NEEDED { "the watch's cards" } else { "plans and their threads" }),
             ));
             continue;
         }
@@ -370,7 +390,7 @@ pub async fn check_discord(settings: &DiscordSettings, token: &Secret) -> Vec<Ch
             .cloned()
             .unwrap_or_default();
         let perms = channel_permissions(base, guild_id, &overwrites, &facts.bot_roles, bot_id);
-        let missing: Vec<String> = NEEDED
+        let missing: Vec<String> = needed
             .iter()
             .filter(|(_, bit, _)| perms & bit == 0)
             .map(|(n, bit, why)| {

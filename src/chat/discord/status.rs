@@ -1,5 +1,5 @@
-//! `/fix-status`: the runs awaiting approval, running and recent, or one run with its journal;
-//! all from the store, so it survives restarts.
+//! `/fix-status`: the runs awaiting approval, running and recent, and the watch's open findings;
+//! or one run with its journal. All from the store, so it survives restarts.
 
 use super::bot::Bot;
 use crate::chat::render::{journal_line, sanitize};
@@ -86,7 +86,34 @@ impl Bot {
                 out.push_str("(recent runs could not be read)\n");
             }
         }
+        out.push_str(&self.open_findings());
         out
+    }
+
+    /// The watch's open findings: users whose provisioning failed and who still need a person.
+    fn open_findings(&self) -> String {
+        match self.engine.store().watch_open_findings() {
+            Ok(rows) => {
+                let mut out = format!("**Open watch findings ({})**\n", rows.len());
+                for f in rows.iter().take(10) {
+                    out.push_str(&format!(
+                        "• {} · {} · since <t:{}:R> · fix: {}\n",
+                        sanitize(&f.upn, 100),
+                        f.verdict,
+                        f.opened_at_ms / 1000,
+                        sanitize(&f.fix, 100)
+                    ));
+                }
+                if rows.len() > 10 {
+                    out.push_str(&format!("… and {} more\n", rows.len() - 10));
+                }
+                out
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "could not read the watch findings");
+                "(the watch findings could not be read)\n".into()
+            }
+        }
     }
 
     fn status_of(&self, run: &str) -> String {

@@ -24,8 +24,9 @@ use url::Url;
 /// - `okta.schemas.read`: `getApplicationUserSchema` (the app user profile's attributes).
 ///
 /// Not `okta.groups.read` (no group endpoint is called: a user's groups come with the users
-/// scope, an app's group assignments with the apps scope), nor `okta.logs.read` (the System Log
-/// is not read).
+/// scope, an app's group assignments with the apps scope). [`LOGS_SCOPE`] is asked for only by a
+/// client the watch uses (see `OktaClient::also_read_logs`): an org that does not run the watch
+/// need not grant it, and asking for a scope not granted fails the whole token request.
 pub const SERVICE_APP_SCOPES: &[&str] = &[
     "okta.users.read",
     "okta.apps.read",
@@ -33,6 +34,9 @@ pub const SERVICE_APP_SCOPES: &[&str] = &[
     "okta.profileMappings.read",
     "okta.schemas.read",
 ];
+
+/// `listLogEvents` (the System Log), for the watch.
+pub const LOGS_SCOPE: &str = "okta.logs.read";
 
 /// Renew when this much of a token's life is left (Okta's service-app tokens live an hour).
 const RENEW_MARGIN: Duration = Duration::from_secs(300);
@@ -92,6 +96,8 @@ pub(super) struct Authorizer {
     token_url: Url,
     cached: Mutex<Option<Cached>>,
     fetched: AtomicU64,
+    /// Also ask for [`LOGS_SCOPE`].
+    read_logs: std::sync::atomic::AtomicBool,
 }
 
 impl Authorizer {
@@ -107,6 +113,7 @@ impl Authorizer {
             token_url,
             cached: Mutex::new(None),
             fetched: AtomicU64::new(0),
+            read_logs: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -116,6 +123,20 @@ impl Authorizer {
 
     pub(super) fn is_oauth(&self) -> bool {
         matches!(self.credential, OktaCredential::ServiceApp(_))
+    }
+
+    /// From now on tokens carry [`LOGS_SCOPE`] too; a cached token without it is dropped.
+    pub(super) async fn also_read_logs(&self) {
+        if self.read_logs.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let mut cached = self.cached.lock().await;
+        if cached
+            .as_ref()
+            .is_some_and(|c| !c.scopes.iter().any(|s| s == LOGS_SCOPE))
+        {
+            *cached = None;
+        }
     }
 
     /// Access tokens fetched so far.
@@ -171,7 +192,11 @@ impl Authorizer {
             .signer
             .sign(self.token_url.as_str(), SystemTime::now())
             .map_err(|e| AuthFailure::Refused(OktaError::Decode(e)))?;
-        let scope = SERVICE_APP_SCOPES.join(" ");
+        let mut scopes = SERVICE_APP_SCOPES.to_vec();
+        if self.read_logs.load(Ordering::SeqCst) {
+            scopes.push(LOGS_SCOPE);
+        }
+        let scope = scopes.join(" ");
         let form = [
             ("grant_type", "client_credentials"),
             ("scope", scope.as_str()),

@@ -135,6 +135,17 @@ impl OktaClient {
         &self.inner.app_id
     }
 
+    /// A service app's tokens carry `okta.logs.read` from now on (the watch reads the System
+    /// Log with this client); nothing changes for an API token.
+    pub async fn also_read_logs(&self) {
+        self.inner.auth.also_read_logs().await;
+    }
+
+    /// The org's base URL (a System Log cursor is followed only on it).
+    pub fn org_url(&self) -> &Url {
+        &self.inner.org
+    }
+
     /// How the client authenticates, for `check-config`.
     pub fn credential(&self) -> &OktaCredential {
         self.inner.auth.credential()

@@ -9,7 +9,7 @@ mod pacing;
 mod profile;
 mod syslog;
 
-pub use auth::{OktaCredential, ServiceApp, SERVICE_APP_SCOPES};
+pub use auth::{OktaCredential, ServiceApp, LOGS_SCOPE, SERVICE_APP_SCOPES};
 pub use client::{OktaClient, OktaConfig, PROFILE_RULES_TTL};
 pub use error::OktaError;
 pub use model::{
