@@ -379,7 +379,7 @@ impl Engine {
             let outcome = summary.as_ref().map(|s| s.outcome);
             match run.state {
                 RunState::Approved | RunState::Running | RunState::AwaitingApproval => {}
-                RunState::Cancelled => progress.count(None),
+                RunState::Cancelled | RunState::Expired => progress.count(None),
                 _ => progress.count(outcome),
             }
             results.push(MemberResult {
@@ -391,6 +391,7 @@ impl Engine {
                     .map(|s| s.message.clone())
                     .unwrap_or_else(|| match run.state {
                         RunState::Cancelled => "cancelled before it started".into(),
+                        RunState::Expired => "not started: the approval grew too old while the bot was down; ask again for this user".into(),
                         s => format!("not finished ({})", s.as_str()),
                     }),
                 entra_immutable_id: summary.as_ref().and_then(|s| s.entra_immutable_id.clone()),
@@ -417,6 +418,24 @@ impl Engine {
         let mut out = Vec::new();
         for row in self.inner.store.batches_in_state(BatchState::Running)? {
             let id = RunId::parse(&row.id).map_err(|e| anyhow::anyhow!("batch id: {e}"))?;
+            // As for a single repair: an approval too old when the bot comes back is not acted
+            // on; those users expire and are said so in the batch's summary.
+            for member in &row.members {
+                let Some(run) = self.inner.store.run(member)? else {
+                    continue;
+                };
+                if run.state == RunState::Approved
+                    && !super::execute::approved_still_fresh(&self.inner, run.created_at_ms)
+                {
+                    self.inner.store.transition_run_audited(
+                        member,
+                        &[RunState::Approved],
+                        RunState::Expired,
+                        None,
+                        &serde_json::json!({"reason": "a batch approved but not finished before a restart, and older than repair.approved_run_max_age"}),
+                    )?;
+                }
+            }
             out.push(
                 self.execute_batch(id, concurrency, &reporter_for, |_| {})
                     .await?,

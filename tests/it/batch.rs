@@ -338,3 +338,72 @@ async fn a_429_storm_never_reaches_a_step() {
     }
     assert_one_window(&env);
 }
+
+/// The console: a CSV list with a `upn` column, entries left out with their position, one
+/// approval by a second person, progress, the summary with its CSV, and /fix-status showing the
+/// batch as one line and its rows on request.
+#[test]
+fn the_console_runs_a_batch_from_a_csv_file() {
+    use std::io::Write;
+    let dir = std::env::temp_dir().join(format!("fixbot-list-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The console splits words on spaces: a path without any.
+    let plain = dir.join("users.csv");
+    std::fs::write(
+        &plain,
+        "name,upn\nAdele,adele@contoso.com\nMegan,megan@contoso.com\nagain,ADELE@contoso.com\nbad,not-a-upn\nLynne,lynne@contoso.com\n",
+    )
+    .unwrap();
+    let script = format!(
+        "alice: /fix-immutable-id file:{} mode:full reason:cut-over\n\
+         alice: react ✅\n\
+         bob: react ✅\n\
+         alice: /fix-status\n",
+        plain.display()
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_o365-fixbot"))
+        .args(["demo", "--stdin"])
+        .env("RUST_LOG", "error")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().expect("binary finishes");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("entry 4 `ADELE@contoso.com` is left out: listed before"),
+        "{text}"
+    );
+    assert!(text.contains("entry 5 `not-a-upn` is left out"), "{text}");
+    assert!(
+        text.contains("2 full repair · 0 Entra-only · 1 refused"),
+        "{text}"
+    );
+    assert!(text.contains("⛔ lynne@contoso.com"), "{text}");
+    assert!(text.contains("alice's reaction does not count"), "{text}");
+    assert!(
+        text.contains("approved by bob — starting 2 users"),
+        "{text}"
+    );
+    assert!(text.contains("2/2 ▓▓▓▓▓▓▓▓▓▓▓▓▓▓▓▓▓▓▓▓ ✅ 2"), "{text}");
+    assert!(text.contains("🎉 bulk repair done"), "{text}");
+    // The outcome CSV is written beside the store (the demo's store is removed at exit).
+    assert!(text.contains("-outcome.csv"), "{text}");
+    assert!(
+        text.contains("2 users: ✅ 2 · ↩ 0 · ⚠ 0 · ⏭ 0 · ⛔ 1 refused (by alice)"),
+        "{text}"
+    );
+    let status = &text[text.rfind("alice: /fix-status").unwrap()..];
+    assert!(
+        !status.contains("adele@contoso.com succeeded"),
+        "members not listed one by one: {status}"
+    );
+}
