@@ -415,6 +415,15 @@ async fn hundred() {
             per_bucket(b) as f64 / 100.0
         );
     }
+    let mut by_op: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for c in okta
+        .iter()
+        .filter(|c| bucket_of(&c.path_and_query) == "/api/v1/apps/{id}")
+    {
+        *by_op.entry(c.op.as_str()).or_default() += 1;
+    }
+    let ops: Vec<String> = by_op.iter().map(|(op, n)| format!("{op} {n}")).collect();
+    println!("    apps bucket by call: {}", ops.join(", "));
     println!(
         "  Graph {graph_calls} calls = {:.2} per user",
         graph_calls as f64 / 100.0
@@ -438,6 +447,9 @@ async fn hundred() {
         100.0 * bound.as_secs_f64() / wall.as_secs_f64().max(0.001)
     );
 
+    if std::env::var_os("BENCH_BATCH_ONLY").is_some() {
+        return;
+    }
     // The baseline: the seed's procedure for the same hundred users, one call after another.
     let sb = Sandbox::start(options()).await.expect("sandbox");
     let mut m = Manual::new(&sb);
