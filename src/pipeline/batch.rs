@@ -153,10 +153,23 @@ impl Engine {
             results.push(done.context("a plan task stopped")?);
         }
         results.sort_by_key(|(i, _, _)| *i);
-        let mut plans = Vec::new();
+        let mut plans: Vec<Plan> = Vec::new();
         let mut refused = Vec::new();
         for (_, upn, planned) in results {
             match planned {
+                // Two entries that resolve to one Entra user (a rename between the reads, say)
+                // are one user: repaired once, under the first entry.
+                Ok(plan) if plans.iter().any(|p| p.entra_id == plan.entra_id) => {
+                    let first = plans
+                        .iter()
+                        .find(|p| p.entra_id == plan.entra_id)
+                        .map(|p| p.upn.to_string())
+                        .unwrap_or_default();
+                    refused.push(RefusedUser {
+                        upn: upn.to_string(),
+                        why: format!("the same Entra user as {first}, listed before; repaired once under that entry."),
+                    });
+                }
                 Ok(mut plan) => {
                     plan.batch = Some(id);
                     plans.push(plan);

@@ -63,13 +63,30 @@ async fn a_list_is_planned_once_and_every_entry_is_accounted_for() {
     let env = env().await;
     let b = plan(
         &env,
-        &[ADELE, LYNNE, MEGAN, GRADY, "nobody@contoso.com", ALEX],
+        &[
+            ADELE,
+            LYNNE,
+            MEGAN,
+            GRADY,
+            "nobody@contoso.com",
+            ALEX,
+            DIEGO_OKTA_LOGIN,
+        ],
     )
     .await;
     let planned: Vec<&str> = b.plans.iter().map(|p| p.upn.as_str()).collect();
     assert_eq!(planned, [ADELE, MEGAN, ALEX], "in the order given");
     let refused: Vec<&str> = b.refused.iter().map(|r| r.upn.as_str()).collect();
-    assert_eq!(refused, [LYNNE, GRADY, "nobody@contoso.com"]);
+    assert_eq!(
+        refused,
+        [LYNNE, GRADY, "nobody@contoso.com", DIEGO_OKTA_LOGIN]
+    );
+    // An Okta login is not a UPN: the plan names users by Entra's UPN.
+    assert!(
+        b.refused[3].why.contains("does not exist in Entra ID"),
+        "{:?}",
+        b.refused[3]
+    );
     assert!(b.refused[0].why.contains("synced"), "{:?}", b.refused);
     assert!(b.plans.iter().all(|p| p.batch == Some(b.id)));
     // The app-wide reads are shared by the batch's plans.
@@ -79,7 +96,7 @@ async fn a_list_is_planned_once_and_every_entry_is_accounted_for() {
     assert!(env.sb.provisioning_writes().is_empty());
     assert!(env.engine.awaiting_approval().unwrap().is_empty());
     let csv = o365_fixbot::chat::batch_render::plan_csv(&b);
-    assert_eq!(csv.lines().count(), 1 + 6, "{csv}");
+    assert_eq!(csv.lines().count(), 1 + 7, "{csv}");
 }
 
 #[tokio::test]
