@@ -129,6 +129,8 @@ impl Bot {
             .get(&reaction.message_id.get())
             .map(|s| Arc::clone(s.value()))
         else {
+            self.on_batch_reaction(reaction.message_id.get(), &reaction, vote)
+                .await;
             return;
         };
         if reaction.channel_id != slot.place.channel || reaction.guild_id != Some(slot.place.guild)
