@@ -336,3 +336,44 @@ async fn a_cancel_stops_a_running_batch_between_users() {
     assert_eq!(rig.env.sb.provisioning_writes().len(), 2);
     rig.finish(&[1001]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_user_that_fails_is_listed_in_a_grouped_message_and_the_rest_go_on() {
+    let rig = rig().await;
+    // Graph refuses one write: that user rolls back, the others are repaired.
+    rig.env.sb.inject(Fault {
+        op: "graph.update_user".into(),
+        nth: 2,
+        times: 1,
+        action: FaultAction::Error {
+            status: 403,
+            code: "Authorization_RequestDenied".into(),
+            message: "injected".into(),
+        },
+    });
+    let list = format!("{ADELE} {MEGAN} {ALEX}");
+    rig.fake.slash(
+        &alice(),
+        CHANNEL,
+        "fix-immutable-id",
+        &[("users", &list), ("mode", "full")],
+    );
+    let (plan, _) = wait_batch_plan(&rig).await;
+    rig.fake.react(&bob(), CHANNEL, plan, "✅");
+    let summary = rig.fake.wait_text(plan, "bulk repair finished", T).await;
+    assert!(summary.contains("✅ 2 repaired"), "{summary}");
+    assert!(summary.contains("↩ 1 rolled back"), "{summary}");
+    let grouped: Vec<String> = rig.fake.world(|w| {
+        w.texts_in(plan)
+            .into_iter()
+            .filter(|t| t.contains("did not succeed"))
+            .collect()
+    });
+    assert_eq!(grouped.len(), 1, "one grouped message: {grouped:?}");
+    assert!(
+        grouped[0].starts_with("Users 1–3: 1 did not succeed"),
+        "{grouped:?}"
+    );
+    assert_eq!(rig.env.sb.provisioning_writes().len(), 2);
+    rig.finish(&[1001]).await;
+}
