@@ -377,3 +377,41 @@ async fn a_user_that_fails_is_listed_in_a_grouped_message_and_the_rest_go_on() {
     assert_eq!(rig.env.sb.provisioning_writes().len(), 2);
     rig.finish(&[1001]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_approved_when_the_bot_stopped_continues_in_its_thread_after_the_restart() {
+    let rig = rig().await;
+    let list = format!("{ADELE} {MEGAN}");
+    rig.fake.slash(
+        &alice(),
+        CHANNEL,
+        "fix-immutable-id",
+        &[("users", &list), ("mode", "full")],
+    );
+    let (plan, short) = wait_batch_plan(&rig).await;
+    let (fake, env) = rig.stop().await;
+    // Approved in the store, as by a process that died before executing it.
+    let id = env.engine.store().batches_by_prefix(&short).unwrap()[0]
+        .id
+        .clone();
+    let id = o365_fixbot::domain::RunId::parse(&id).unwrap();
+    assert!(env
+        .engine
+        .approve_batch(id, &o365_fixbot::domain::Actor::new("1002", "bob"))
+        .unwrap());
+    let rig = crate::discord::start_on(
+        fake,
+        env,
+        crate::discord::approval(1, Duration::from_secs(1800)),
+        |_| {},
+        None,
+    )
+    .await;
+    let summary = rig.fake.wait_text(plan, "bulk repair done", T).await;
+    assert!(summary.contains("✅ 2 repaired"), "{summary}");
+    let said = rig.thread(plan).join("\n");
+    assert!(said.contains("continuing after a restart"), "{said}");
+    assert_eq!(batch_state(&rig, &short), BatchState::Done);
+    assert_eq!(rig.env.sb.provisioning_writes().len(), 2);
+    rig.finish(&[]).await;
+}
