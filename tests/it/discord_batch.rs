@@ -415,3 +415,44 @@ async fn a_batch_approved_when_the_bot_stopped_continues_in_its_thread_after_the
     assert_eq!(rig.env.sb.provisioning_writes().len(), 2);
     rig.finish(&[]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_of_twenty_costs_a_few_discord_requests_not_some_per_user() {
+    let rig = rig().await;
+    let before = rig.fake.rest_count();
+    let users: Vec<String> = (1..=20).map(ordinary_upn).collect();
+    rig.fake.slash(
+        &alice(),
+        CHANNEL,
+        "fix-immutable-id",
+        &[("users", &users.join(",")), ("mode", "full")],
+    );
+    let (plan, short) = wait_batch_plan(&rig).await;
+    let planned = rig.fake.rest_count();
+    rig.fake.react(&bob(), CHANNEL, plan, "✅");
+    let summary = rig.fake.wait_text(plan, "bulk repair done", T).await;
+    assert!(summary.contains("✅ 20 repaired"), "{summary}");
+    rig.fake
+        .wait_for("the plan's final state", T, |w| {
+            w.messages[&plan]
+                .content
+                .contains("🏁 finished")
+                .then_some(())
+        })
+        .await;
+    assert_eq!(batch_state(&rig, &short), BatchState::Done);
+    let by_route = rig.fake.world(|w| {
+        let mut m = std::collections::BTreeMap::<String, usize>::new();
+        for r in &w.requests[before..] {
+            *m.entry(format!("{} {}", r.method, r.template)).or_default() += 1;
+        }
+        m
+    });
+    let (setup, run) = (planned - before, rig.fake.rest_count() - planned);
+    eprintln!("Discord requests for 20 users: {setup} to plan, {run} to run: {by_route:#?}");
+    // The plan: the reply, the multipart plan, ✅, ❌, the thread. The run: the plan's state
+    // twice, the progress message and its edits, the summary; nothing per user.
+    assert!(setup <= 6, "{by_route:#?}");
+    assert!(run <= 10, "{by_route:#?}");
+    rig.finish(&[1001]).await;
+}
