@@ -796,10 +796,7 @@ type Part = (String, Option<String>, Vec<u8>);
 type File = (String, Vec<u8>);
 
 /// Splits a `multipart/form-data` body into (name, filename, bytes) parts.
-fn multipart_parts(
-    content_type: &str,
-    body: &[u8],
-) -> Result<Vec<Part>, String> {
+fn multipart_parts(content_type: &str, body: &[u8]) -> Result<Vec<Part>, String> {
     let boundary = content_type
         .split(';')
         .map(str::trim)
@@ -844,10 +841,7 @@ fn multipart_parts(
 }
 
 /// The JSON of a multipart create and its files, checked for the shape Discord documents.
-fn read_multipart(
-    content_type: &str,
-    body: &[u8],
-) -> Result<(Value, Vec<File>), String> {
+fn read_multipart(content_type: &str, body: &[u8]) -> Result<(Value, Vec<File>), String> {
     let parts = multipart_parts(content_type, body)?;
     let payload = parts
         .iter()
