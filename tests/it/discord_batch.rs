@@ -456,3 +456,65 @@ async fn a_batch_of_twenty_costs_a_few_discord_requests_not_some_per_user() {
     assert!(run <= 10, "{by_route:#?}");
     rig.finish(&[1001]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_awaiting_batch_is_cancelled_by_an_approver_not_by_a_stranger() {
+    let rig = rig().await;
+    let list = format!("{ADELE},{MEGAN}");
+    rig.fake
+        .slash(&alice(), CHANNEL, "fix-immutable-id", &[("users", &list)]);
+    let (plan, short) = wait_batch_plan(&rig).await;
+    let c = rig
+        .fake
+        .slash(&mallory(), CHANNEL, "cancel", &[("run", &short)]);
+    reply_containing(&rig, c, "only the requester or an approver").await;
+    assert_eq!(batch_state(&rig, &short), BatchState::AwaitingApproval);
+    let c = rig
+        .fake
+        .slash(&bob(), CHANNEL, "cancel", &[("run", &short)]);
+    reply_containing(&rig, c, "is cancelled").await;
+    rig.fake.wait_text(plan, "cancelled by bob", T).await;
+    assert_eq!(batch_state(&rig, &short), BatchState::Cancelled);
+    let store = rig.env.engine.store();
+    for m in &store.batches_by_prefix(&short).unwrap()[0].members {
+        assert_eq!(store.run(m).unwrap().unwrap().state, RunState::Cancelled);
+    }
+    // A ✅ after the cancel starts nothing.
+    rig.fake.react(&bob(), CHANNEL, plan, "✅");
+    rig.fake
+        .wait_for("the plan's cancelled state", T, |w| {
+            w.messages[&plan]
+                .content
+                .contains("cancelled")
+                .then_some(())
+        })
+        .await;
+    assert!(rig.env.sb.provisioning_writes().is_empty());
+    rig.finish(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_not_approved_in_time_expires_and_changes_nothing() {
+    let rig = crate::discord::rig_with(
+        crate::discord::approval(1, Duration::from_secs(2)),
+        |_| {},
+        crate::discord::small_sandbox(),
+    )
+    .await;
+    let list = format!("{ADELE},{MEGAN}");
+    rig.fake
+        .slash(&alice(), CHANNEL, "fix-immutable-id", &[("users", &list)]);
+    let (plan, short) = wait_batch_plan(&rig).await;
+    let said = rig.fake.wait_text(plan, "expired", T).await;
+    assert!(said.contains("<@1001>"), "the requester is told: {said}");
+    assert_eq!(batch_state(&rig, &short), BatchState::Expired);
+    rig.fake.react(&bob(), CHANNEL, plan, "✅");
+    rig.fake
+        .wait_for("the plan's expired state", T, |w| {
+            w.messages[&plan].content.contains("expired").then_some(())
+        })
+        .await;
+    assert_eq!(batch_state(&rig, &short), BatchState::Expired);
+    assert!(rig.env.sb.provisioning_writes().is_empty());
+    rig.finish(&[1001]).await;
+}
