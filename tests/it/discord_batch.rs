@@ -518,3 +518,40 @@ async fn a_batch_not_approved_in_time_expires_and_changes_nothing() {
     assert!(rig.env.sb.provisioning_writes().is_empty());
     rig.finish(&[1001]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approval_made_while_the_session_was_lost_is_read_back_and_starts_the_batch_once() {
+    let rig = rig().await;
+    let list = format!("{ADELE},{MEGAN}");
+    rig.fake.slash(
+        &alice(),
+        CHANNEL,
+        "fix-immutable-id",
+        &[("users", &list), ("mode", "full")],
+    );
+    let (plan, short) = wait_batch_plan(&rig).await;
+    // The session is lost (op 9); until the next READY the gateway cannot deliver reactions.
+    rig.fake.hold_ready(true);
+    rig.fake.invalidate_session();
+    rig.fake
+        .wait_for("a new Identify, held", T, |w| {
+            w.identify_waiting().then_some(())
+        })
+        .await;
+    rig.fake.react_offline(&bob(), plan, "✅");
+    rig.fake.hold_ready(false);
+    // A new session reads the reaction back; the batch runs to its summary.
+    let summary = rig
+        .fake
+        .wait_text(plan, "bulk repair done", Duration::from_secs(60))
+        .await;
+    assert!(summary.contains("✅ 2 repaired"), "{summary}");
+    let starts = rig
+        .thread(plan)
+        .iter()
+        .filter(|l| l.contains("approved by bob — starting"))
+        .count();
+    assert_eq!(starts, 1, "started once");
+    assert_eq!(batch_state(&rig, &short), BatchState::Done);
+    rig.finish(&[1001]).await;
+}

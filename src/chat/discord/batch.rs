@@ -534,6 +534,38 @@ impl Bot {
         true
     }
 
+    /// On a new gateway session: the ✅/❌ made on batch plans while disconnected (the gateway
+    /// does not replay them), judged like live ones; ❌ first, as for a single run. Votes
+    /// already counted pass silently.
+    pub(super) async fn catch_up_batches(self: &Arc<Self>) {
+        let slots: Vec<Arc<BatchSlot>> =
+            self.batches.iter().map(|s| Arc::clone(s.value())).collect();
+        for slot in slots {
+            for (emoji, vote) in [(REJECT, Vote::Reject), (reactions::APPROVE, Vote::Approve)] {
+                let users = match self.reactors(&slot.place, emoji).await {
+                    Ok(u) => u,
+                    Err(e) => {
+                        tracing::warn!(batch = %slot.place.run, error = %e, "could not read a batch's reactions back");
+                        continue;
+                    }
+                };
+                for user in users {
+                    if Some(&user.id) == self.me.get() {
+                        continue;
+                    }
+                    let Some(voter) = self.member_voter(slot.place.guild, &user).await else {
+                        continue;
+                    };
+                    let mut st = slot.state.lock().await;
+                    if !st.open {
+                        break;
+                    }
+                    self.judge_batch(&slot, &mut st, &voter, vote);
+                }
+            }
+        }
+    }
+
     fn judge_batch(
         self: &Arc<Self>,
         slot: &Arc<BatchSlot>,

@@ -247,5 +247,6 @@ impl Bot {
                 self.read_back(poster, &slot, &mut st).await;
             }
         }
+        self.catch_up_batches().await;
     }
 }
