@@ -7,6 +7,7 @@ mod console;
 mod credentials;
 mod diagnose;
 mod discord;
+mod discord_batch;
 mod discord_delivery;
 mod discord_process;
 mod engine_model;

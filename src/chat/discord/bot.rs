@@ -38,6 +38,8 @@ pub struct Bot {
     pub(super) limits: Limits,
     /// Runs awaiting approval, by plan message id.
     pub(super) pending: DashMap<u64, Arc<Slot>>,
+    /// Bulk repairs awaiting approval, by plan message id.
+    pub(super) batches: DashMap<u64, Arc<super::batch::BatchSlot>>,
     pub(super) me: OnceLock<UserId>,
     pub(super) first_ready: AtomicBool,
     /// Becomes `true` once the runs an earlier process left are settled and taken up again.
@@ -116,6 +118,7 @@ impl Bot {
             settings,
             limits,
             pending: DashMap::new(),
+            batches: DashMap::new(),
             me: OnceLock::new(),
             first_ready: AtomicBool::new(false),
             started: watch::channel(false).0,

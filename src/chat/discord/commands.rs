@@ -3,6 +3,8 @@
 //!
 //! ```text
 //! /fix-immutable-id user:<UPN> [immutable_id:<GUID or base64 value>] [mode:smallest|full|entra-only] [reason:<text>]
+//! /fix-immutable-id users:<UPNs, comma/space/newline separated> [mode:…] [reason:<text>]
+//! /fix-immutable-id file:<.txt or .csv attachment> [mode:…] [reason:<text>]
 //! /fix-status [run:<id or prefix>]
 //! /cancel run:<id or prefix>
 //! /diagnose user:<UPN> [public:true]
@@ -21,6 +23,17 @@ const MAX_UPN: u16 = 256;
 const MAX_ID: u16 = 64;
 const MAX_REASON: u16 = 1000;
 const MAX_RUN: u16 = 36;
+/// Discord's own ceiling for a string option.
+const MAX_LIST: u16 = 6000;
+
+/// Where a bulk repair's users come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListSource {
+    /// As typed in `users:`.
+    Typed(String),
+    /// The attachment id given in `file:` (looked up in the interaction's resolved data).
+    File(String),
+}
 
 /// A command as typed, not yet validated beyond its shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +42,12 @@ pub enum Command {
         user: String,
         immutable_id: Option<String>,
         /// `smallest` (the default), `full` or `entra-only`; validated by the engine's parser.
+        mode: Option<String>,
+        reason: Option<String>,
+    },
+    /// A bulk repair: `users:` or `file:` instead of `user:`.
+    FixBatch {
+        list: ListSource,
         mode: Option<String>,
         reason: Option<String>,
     },
@@ -48,7 +67,7 @@ pub enum Command {
 impl Command {
     pub fn name(&self) -> &'static str {
         match self {
-            Command::Fix { .. } => FIX,
+            Command::Fix { .. } | Command::FixBatch { .. } => FIX,
             Command::Status { .. } => STATUS,
             Command::Cancel { .. } => CANCEL,
             Command::Diagnose { .. } => DIAGNOSE,
@@ -67,7 +86,10 @@ pub fn definitions() -> Value {
             "type": 1, "name": FIX, "contexts": [0],
             "description": "Plan an Okta → Office 365 ImmutableID repair; an approver must approve it",
             "options": [
-                text("user", "The user's UPN, e.g. adele@contoso.com", MAX_UPN, true),
+                text("user", "The user's UPN, e.g. adele@contoso.com (or give users or file)", MAX_UPN, false),
+                text("users", "Several UPNs, separated by commas, spaces or new lines (up to 500)", MAX_LIST, false),
+                {"type": 11, "name": "file", "required": false,
+                 "description": "A .txt (one UPN per line) or .csv (a upn column) of users to repair"},
                 text("immutable_id", "A GUID or base64 ImmutableID to use; empty generates one", MAX_ID, false),
                 text("reason", "Ticket or reason, shown in the plan", MAX_REASON, false),
                 {"type": 3, "name": "mode", "required": false,
@@ -107,6 +129,8 @@ pub fn string_options(data: &CommandData) -> Vec<(String, String)> {
         .filter_map(|o| match &o.value {
             CommandDataOptionValue::String(s) => Some((o.name.clone(), s.clone())),
             CommandDataOptionValue::Boolean(b) => Some((o.name.clone(), b.to_string())),
+            // The attachment's id; its name, size and URL are in the interaction's resolved data.
+            CommandDataOptionValue::Attachment(id) => Some((o.name.clone(), id.get().to_string())),
             _ => None,
         })
         .collect()
@@ -123,7 +147,7 @@ pub fn parse(name: &str, options: &[(String, String)]) -> Result<Command, String
     };
     for (k, _) in options {
         let known: &[&str] = match name {
-            FIX => &["user", "immutable_id", "reason", "mode"],
+            FIX => &["user", "users", "file", "immutable_id", "reason", "mode"],
             DIAGNOSE => &["user", "public"],
             STATUS | CANCEL => &["run"],
             _ => &[],
@@ -136,12 +160,40 @@ pub fn parse(name: &str, options: &[(String, String)]) -> Result<Command, String
         }
     }
     match name {
-        FIX => Ok(Command::Fix {
-            user: get("user").ok_or("which user? /fix-immutable-id user:<UPN>")?,
-            immutable_id: get("immutable_id"),
-            mode: get("mode"),
-            reason: get("reason"),
-        }),
+        FIX => {
+            let (user, users, file) = (get("user"), get("users"), get("file"));
+            let given = [&user, &users, &file]
+                .iter()
+                .filter(|o| o.is_some())
+                .count();
+            if given > 1 {
+                return Err(
+                    "give exactly one of user (one UPN), users (a list) or file (an attachment)"
+                        .into(),
+                );
+            }
+            let list = match (user, users, file) {
+                (Some(user), _, _) => {
+                    return Ok(Command::Fix {
+                        user,
+                        immutable_id: get("immutable_id"),
+                        mode: get("mode"),
+                        reason: get("reason"),
+                    })
+                }
+                (_, Some(text), _) => ListSource::Typed(text),
+                (_, _, Some(id)) => ListSource::File(id),
+                _ => return Err("which user? /fix-immutable-id user:<UPN>, or users:<UPNs> or file:<.txt or .csv> for several".into()),
+            };
+            if get("immutable_id").is_some() {
+                return Err("immutable_id is for one user; a bulk repair keeps or generates each user's own value".into());
+            }
+            Ok(Command::FixBatch {
+                list,
+                mode: get("mode"),
+                reason: get("reason"),
+            })
+        }
         STATUS => Ok(Command::Status { run: get("run") }),
         CANCEL => Ok(Command::Cancel {
             run: get("run").ok_or("which run? /cancel run:<id>")?,
@@ -219,6 +271,32 @@ mod tests {
         let e = parse(FIX, &o(&[("user", "a@b.c"), ("@everyone", "x")])).unwrap_err();
         assert!(!e.contains("@everyone"), "{e}");
         assert!(parse("rm-rf", &[]).is_err());
+    }
+
+    #[test]
+    fn a_fix_takes_exactly_one_of_user_users_or_file() {
+        assert_eq!(
+            parse(FIX, &o(&[("users", "a@b.c, d@e.f"), ("reason", "INC-2")])),
+            Ok(Command::FixBatch {
+                list: ListSource::Typed("a@b.c, d@e.f".into()),
+                mode: None,
+                reason: Some("INC-2".into())
+            })
+        );
+        assert_eq!(
+            parse(FIX, &o(&[("file", "42")])),
+            Ok(Command::FixBatch {
+                list: ListSource::File("42".into()),
+                mode: None,
+                reason: None
+            })
+        );
+        let both = parse(FIX, &o(&[("user", "a@b.c"), ("users", "d@e.f")])).unwrap_err();
+        assert!(both.contains("exactly one"), "{both}");
+        assert!(parse(FIX, &o(&[("users", "a@b.c"), ("file", "42")])).is_err());
+        let id = parse(FIX, &o(&[("users", "a@b.c"), ("immutable_id", "x")])).unwrap_err();
+        assert!(id.contains("immutable_id"), "{id}");
+        assert!(parse(FIX, &o(&[("users", "  ")])).is_err());
     }
 
     #[test]

@@ -129,6 +129,17 @@ impl Bot {
                 self.fix(poster, (&cmd).into(), actor, user, &roles, ask)
                     .await
             }
+            Command::FixBatch { list, mode, reason } => {
+                let mode = match ModeChoice::parse(mode.as_deref().unwrap_or("")) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let text = format!("⛔ {e}. Nothing was done.");
+                        return self.reply(poster, &cmd, &text).await;
+                    }
+                };
+                self.fix_batch(poster, &cmd, actor, list, mode, reason)
+                    .await
+            }
             Command::Status { run } => {
                 if !self.policy.may_request(&roles) && !self.policy.may_approve(&roles) {
                     return self
@@ -222,7 +233,7 @@ impl Bot {
     }
 
     /// When the next place for a run frees up at the latest: the earliest expiry, if any.
-    fn cap_message(&self) -> String {
+    pub(super) fn cap_message(&self) -> String {
         let earliest = self.pending.iter().map(|s| s.expires_unix).min();
         let when = match earliest {
             Some(t) => format!("when one finishes or expires (at the latest <t:{t}:R>)"),
@@ -494,6 +505,12 @@ impl Bot {
     }
 
     async fn cancel(&self, actor: &Actor, roles: &[String], run: &str) -> String {
+        let key = run.trim().to_ascii_lowercase();
+        if key.len() >= 4 && key.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            if let Some(said) = self.cancel_batch_cmd(actor, roles, &key).await {
+                return said;
+            }
+        }
         let slot = match self.find_pending(run) {
             Ok(s) => s,
             Err(e) => return format!("⛔ {e}"),

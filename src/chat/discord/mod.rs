@@ -5,13 +5,15 @@
 //! - [`commands`]: slash command definitions and option parsing
 //! - `bot`: the plan → approval → execution state machine per run, whose steps are in
 //!   `startup` (READY, restarts), `interactions` (the commands), `votes` (reactions counted),
-//!   `expiry` (the approval window), `relay` (what is said in the thread and on the plan
+//!   `expiry` (the approval window), `batch` (bulk repairs: one plan with a CSV, one
+//!   approval, one progress message, a summary with the outcome CSV), `relay` (what is said in the thread and on the plan
 //!   message) and `status` (`/fix-status`); `place` is where a run is shown
 //! - [`reactions`]: reactions as votes, and who voted
 //! - [`limits`]: per-person rate limit and the cap on open runs
 //! - [`post`]: everything sent, with `allowed_mentions` limited
 //! - [`check`]: `check-config --online` for Discord (token, guilds, channels, permissions)
 
+mod batch;
 mod bot;
 mod buckets;
 pub mod check;

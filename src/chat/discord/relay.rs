@@ -18,7 +18,7 @@ use std::time::Duration;
 /// posted once, complete, instead of being edited step by step.
 const PROGRESS_FIRST: Duration = Duration::from_secs(2);
 /// Edits of a progress message are at least this far apart (the latest content wins).
-const PROGRESS_EDIT_GAP: Duration = Duration::from_secs(3);
+pub(super) const PROGRESS_EDIT_GAP: Duration = Duration::from_secs(3);
 
 /// The plan message: the plan, then its state line; the plan is cut first if too long.
 pub(super) fn compose(plan_text: &str, state: &PlanState) -> String {
@@ -45,12 +45,12 @@ fn progress_key(run: RunId) -> String {
     format!("progress:{run}")
 }
 
-fn due_in(d: Duration) -> i64 {
+pub(super) fn due_in(d: Duration) -> i64 {
     now_ms() + d.as_millis() as i64
 }
 
 /// A message in the run's thread (moved to the channel if the thread cannot take it).
-fn in_thread(
+pub(super) fn in_thread(
     place: &Place,
     key: String,
     content: String,

@@ -66,6 +66,15 @@ pub struct Post<'a> {
     pub reply_to: Option<u64>,
 }
 
+/// A file sent with a message as `files[0]` of a multipart body.
+#[derive(Debug, Clone, Copy)]
+pub struct Upload<'a> {
+    /// Shown by Discord as the attachment's name; made of safe characters by the caller.
+    pub filename: &'a str,
+    pub content_type: &'a str,
+    pub bytes: &'a [u8],
+}
+
 pub struct DiscordRest {
     http: reqwest::Client,
     base: String,
@@ -124,26 +133,25 @@ impl DiscordRest {
 
     /// Creates a message; returns its id. A repeated nonce returns the first message's id.
     pub async fn create_message(&self, channel: u64, post: &Post<'_>) -> Result<u64, RestError> {
-        let mut body = json!({
-            "content": post.content,
-            "allowed_mentions": allowed_mentions(post.pings),
-            "nonce": post.nonce,
-            "enforce_nonce": true,
-        });
-        if let Some(m) = post.reply_to {
-            body["message_reference"] = json!({
-                "message_id": m.to_string(), "channel_id": channel.to_string(),
-                // A deleted plan message must not stop the reply from being posted.
-                "fail_if_not_exists": false,
-            });
-        }
-        let route = Route::new(
-            Method::POST,
-            "/channels/{c}/messages",
-            channel,
-            format!("/channels/{channel}/messages"),
-        );
-        let v = self.call(&route, Some(&body)).await?;
+        let body = message_body(channel, post);
+        let v = self.call(&create_route(channel), Some(&body), None).await?;
+        message_id(&v)
+    }
+
+    /// Creates a message with one file attached (Discord's multipart form: `payload_json`, whose
+    /// `attachments` names the file, and `files[0]`); the nonce rules are those of
+    /// [`DiscordRest::create_message`].
+    pub async fn create_message_with_file(
+        &self,
+        channel: u64,
+        post: &Post<'_>,
+        file: &Upload<'_>,
+    ) -> Result<u64, RestError> {
+        let mut body = message_body(channel, post);
+        body["attachments"] = json!([{"id": "0", "filename": file.filename}]);
+        let v = self
+            .call(&create_route(channel), Some(&body), Some(file))
+            .await?;
         message_id(&v)
     }
 
@@ -161,7 +169,7 @@ impl DiscordRest {
             channel,
             format!("/channels/{channel}/messages/{message}"),
         );
-        self.call(&route, Some(&body)).await.map(drop)
+        self.call(&route, Some(&body), None).await.map(drop)
     }
 
     pub async fn react(&self, channel: u64, message: u64, emoji: &str) -> Result<(), RestError> {
@@ -173,7 +181,7 @@ impl DiscordRest {
             channel,
             format!("/channels/{channel}/messages/{message}/reactions/{emoji}/@me"),
         );
-        self.call(&route, None).await.map(drop)
+        self.call(&route, None, None).await.map(drop)
     }
 
     /// Starts a public thread from `message`; its id equals the message id.
@@ -196,7 +204,7 @@ impl DiscordRest {
             channel,
             format!("/channels/{channel}/messages/{message}/threads"),
         );
-        let v = self.call(&route, Some(&body)).await?;
+        let v = self.call(&route, Some(&body), None).await?;
         message_id(&v)
     }
 
@@ -221,7 +229,7 @@ impl DiscordRest {
             channel,
             path,
         );
-        let v = self.call(&route, None).await?;
+        let v = self.call(&route, None, None).await?;
         serde_json::from_value(v)
             .map_err(|e| RestError::Unknown(format!("unreadable reactions: {e}")))
     }
@@ -234,7 +242,7 @@ impl DiscordRest {
             guild,
             format!("/guilds/{guild}/members/{user}"),
         );
-        let mut v = self.call(&route, None).await?;
+        let mut v = self.call(&route, None, None).await?;
         // The member object does not carry its guild; serenity's model wants it.
         if let Some(map) = v.as_object_mut() {
             map.insert("guild_id".into(), json!(guild.to_string()));
@@ -250,14 +258,19 @@ impl DiscordRest {
             thread,
             format!("/channels/{thread}"),
         );
-        self.call(&route, Some(&json!({"archived": false})))
+        self.call(&route, Some(&json!({"archived": false})), None)
             .await
             .map(drop)
     }
 
     /// One call: waits for its bucket and the global limit, honours 429s (body `retry_after`,
     /// `Retry-After`, scope), tries transport errors and 5xx again a few times.
-    async fn call(&self, route: &Route, body: Option<&Value>) -> Result<Value, RestError> {
+    async fn call(
+        &self,
+        route: &Route,
+        body: Option<&Value>,
+        file: Option<&Upload<'_>>,
+    ) -> Result<Value, RestError> {
         let deadline = Instant::now() + MAX_WAIT;
         let mut transient = 0;
         loop {
@@ -265,9 +278,15 @@ impl DiscordRest {
             let mut req = self
                 .http
                 .request(route.method.clone(), format!("{}{}", self.base, route.path));
-            if let Some(b) = body {
-                req = req.json(b);
-            }
+            req = match (body, file) {
+                (Some(b), Some(f)) => {
+                    let (content_type, bytes) = multipart(b, f);
+                    req.header(reqwest::header::CONTENT_TYPE, content_type)
+                        .body(bytes)
+                }
+                (Some(b), None) => req.json(b),
+                (None, _) => req,
+            };
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let outcome = req.send().await;
             let metrics = crate::ops::metrics::metrics();
@@ -330,6 +349,56 @@ impl DiscordRest {
             return Err(RestError::Refused { status, code });
         }
     }
+}
+
+fn create_route(channel: u64) -> Route {
+    Route::new(
+        Method::POST,
+        "/channels/{c}/messages",
+        channel,
+        format!("/channels/{channel}/messages"),
+    )
+}
+
+/// The JSON of a message to create, with its nonce and the mentions it may make.
+fn message_body(channel: u64, post: &Post<'_>) -> Value {
+    let mut body = json!({
+        "content": post.content,
+        "allowed_mentions": allowed_mentions(post.pings),
+        "nonce": post.nonce,
+        "enforce_nonce": true,
+    });
+    if let Some(m) = post.reply_to {
+        body["message_reference"] = json!({
+            "message_id": m.to_string(), "channel_id": channel.to_string(),
+            // A deleted plan message must not stop the reply from being posted.
+            "fail_if_not_exists": false,
+        });
+    }
+    body
+}
+
+/// A `multipart/form-data` body: `payload_json`, then the file as `files[0]`. The boundary is
+/// random, so a file's own text cannot end its part early.
+fn multipart(payload: &Value, file: &Upload<'_>) -> (String, Vec<u8>) {
+    let boundary = format!("fixbot-{}", uuid::Uuid::new_v4().simple());
+    // Quotes and line breaks would break the part's header; the caller's names have none.
+    let filename: String = file
+        .filename
+        .chars()
+        .map(|c| if c == '"' || c.is_control() { '_' } else { c })
+        .collect();
+    let mut out = Vec::with_capacity(file.bytes.len() + 512);
+    out.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"payload_json\"\r\nContent-Type: application/json\r\n\r\n{payload}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"files[0]\"; filename=\"{filename}\"\r\nContent-Type: {}\r\n\r\n",
+            file.content_type
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(file.bytes);
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), out)
 }
 
 fn backoff(attempt: u32) -> Duration {

@@ -63,6 +63,9 @@ impl Bot {
         let settled = self.recover_interrupted().await;
         let adopted = self.adopt_pending(poster).await;
         self.started.send_replace(true);
+        // After the runs are settled (a batch's users in flight among them): batches continue
+        // in their own task, so new commands are taken meanwhile.
+        tokio::spawn(Arc::clone(self).resume_batches());
         tracing::info!(
             settled,
             adopted,
@@ -244,5 +247,6 @@ impl Bot {
                 self.read_back(poster, &slot, &mut st).await;
             }
         }
+        self.catch_up_batches().await;
     }
 }

@@ -1,9 +1,17 @@
 //! `/fix-status`: the runs awaiting approval, running and recent, and the watch's open findings;
-//! or one run with its journal. All from the store, so it survives restarts.
+//! or one run with its journal; a bulk repair is one line with its counts (its users are not
+//! listed one by one), or its rows on request. All from the store, so it survives restarts.
 
 use super::bot::Bot;
+use crate::chat::batch_render::{status_line, status_rows};
 use crate::chat::render::{journal_line, sanitize};
 use crate::domain::RunState;
+use std::collections::HashSet;
+
+/// Recent batches shown by `/fix-status`.
+const RECENT_BATCHES: u32 = 5;
+/// A batch's rows shown by `/fix-status run:<batch>` (the outcome CSV in its thread has all).
+const BATCH_ROWS: usize = 25;
 
 pub(super) fn short_id(id: &str) -> &str {
     &id[..8.min(id.len())]
@@ -22,8 +30,27 @@ impl Bot {
         let store = self.engine.store();
         let ttl_ms = self.policy.ttl.as_millis() as i64;
         let mut out = String::new();
+        // A batch is one line; its users' runs are left out of the lists below.
+        let mut members = HashSet::new();
+        let batches = store.recent_batches(RECENT_BATCHES).unwrap_or_else(|e| {
+            tracing::error!(error = %format!("{e:#}"), "could not read recent batches");
+            Vec::new()
+        });
+        if !batches.is_empty() {
+            out.push_str("**Bulk repairs**\n");
+        }
+        for b in &batches {
+            if let Ok(s) = self.engine.batch_summary(b, 0, std::time::Duration::ZERO) {
+                out.push_str(&format!("• {}\n", status_line(b, &s.progress)));
+            }
+            members.extend(b.members.iter().cloned());
+        }
         match store.runs_in_state(RunState::AwaitingApproval) {
             Ok(rows) => {
+                let rows: Vec<_> = rows
+                    .into_iter()
+                    .filter(|r| !members.contains(&r.id))
+                    .collect();
                 out.push_str(&format!("**Awaiting approval ({})**\n", rows.len()));
                 for r in rows.iter().take(10) {
                     out.push_str(&format!(
@@ -47,6 +74,10 @@ impl Bot {
             .map(|v| v.into_iter().flatten().collect());
         match running {
             Ok(rows) => {
+                let rows: Vec<_> = rows
+                    .into_iter()
+                    .filter(|r| !members.contains(&r.id))
+                    .collect();
                 out.push_str(&format!("**Running ({})**\n", rows.len()));
                 for r in rows.iter().take(10) {
                     let by = store
@@ -68,10 +99,14 @@ impl Bot {
                 out.push_str("(running runs could not be read)\n");
             }
         }
-        match store.recent_runs(10) {
+        match store.recent_runs(10 + members.len() as u32) {
             Ok(rows) => {
                 out.push_str("**Recent**\n");
-                for r in rows {
+                for r in rows
+                    .into_iter()
+                    .filter(|r| !members.contains(&r.id))
+                    .take(10)
+                {
                     out.push_str(&format!(
                         "• `{}` {} · {} · by {}\n",
                         short_id(&r.id),
@@ -121,6 +156,9 @@ impl Bot {
         if key.len() < 4 || !key.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
             return "⛔ give a run id, or at least its first 4 characters.".into();
         }
+        if let Some(text) = self.status_of_batch(&key) {
+            return text;
+        }
         let rows = match self.engine.store().runs_by_prefix(&key) {
             Ok(r) => r,
             Err(e) => {
@@ -167,5 +205,39 @@ impl Bot {
             }
         }
         out
+    }
+
+    /// A batch's line and its rows; `None` when no batch starts with `key`.
+    fn status_of_batch(&self, key: &str) -> Option<String> {
+        let rows = self.engine.store().batches_by_prefix(key).ok()?;
+        let row = match rows.as_slice() {
+            [] => return None,
+            [one] => one,
+            many => {
+                return Some(format!(
+                    "{} batches start with `{key}`; give more characters.",
+                    many.len()
+                ))
+            }
+        };
+        let s = match self.engine.batch_summary(row, 0, std::time::Duration::ZERO) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "could not read a batch");
+                return Some("⚠ could not read the store; try again.".into());
+            }
+        };
+        let mut out = format!("**{}**\n", status_line(row, &s.progress));
+        let lines = status_rows(&s);
+        for l in lines.iter().take(BATCH_ROWS) {
+            out.push_str(&format!("• {l}\n"));
+        }
+        if lines.len() > BATCH_ROWS {
+            out.push_str(&format!(
+                "… and {} more (every user is in the outcome CSV in the batch's thread)\n",
+                lines.len() - BATCH_ROWS
+            ));
+        }
+        Some(super::post::fit(&out))
     }
 }

@@ -70,7 +70,11 @@ impl Bot {
     }
 
     /// Everyone who reacted with `emoji` on the plan message, in pages (bounded).
-    async fn reactors(&self, place: &Place, emoji: &str) -> Result<Vec<User>, RestError> {
+    pub(super) async fn reactors(
+        &self,
+        place: &Place,
+        emoji: &str,
+    ) -> Result<Vec<User>, RestError> {
         let mut out: Vec<User> = Vec::new();
         let mut after = None;
         for _ in 0..REACTION_PAGES {
@@ -92,7 +96,7 @@ impl Bot {
 
     /// A reactor as a voter, with roles read from the guild. `None` when they cannot be read;
     /// someone who left the guild has no roles.
-    async fn member_voter(&self, guild: GuildId, user: &User) -> Option<Voter> {
+    pub(super) async fn member_voter(&self, guild: GuildId, user: &User) -> Option<Voter> {
         match self.outbox.rest().member(guild.get(), user.id.get()).await {
             Ok(m) => Some(Voter {
                 user: user.id,
@@ -129,6 +133,8 @@ impl Bot {
             .get(&reaction.message_id.get())
             .map(|s| Arc::clone(s.value()))
         else {
+            self.on_batch_reaction(reaction.message_id.get(), &reaction, vote)
+                .await;
             return;
         };
         if reaction.channel_id != slot.place.channel || reaction.guild_id != Some(slot.place.guild)

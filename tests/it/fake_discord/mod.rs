@@ -13,6 +13,13 @@
 //! [`FakeDiscord::invalidate_session`]) while holding the READY owed to the next Identify
 //! ([`FakeDiscord::hold_ready`]). For `check-config --online` it models the guild's roles, the
 //! bot's roles and each channel's permission overwrites ([`GuildModel`]).
+//!
+//! Files: a message created with `multipart/form-data` must have a `payload_json` part (checked
+//! against the spec like a JSON body) and one `files[n]` part with a filename per entry of
+//! `payload_json.attachments` (matching id `n` and filename); anything else is a violation. The
+//! files are kept per message ([`World::files`]). A slash command can carry an attachment
+//! option ([`FakeDiscord::slash_with_file`]) whose file is served, as Discord's CDN would, at
+//! `GET /attachments/{id}/{filename}` on the same address; downloads are counted.
 
 #![allow(dead_code)]
 
@@ -256,6 +263,14 @@ pub struct World {
     pub nonce_hits: usize,
     /// While set, starting a thread is refused (403 Missing Permissions).
     pub refuse_threads: bool,
+    /// Files attached to created messages: message id → (filename, bytes), in `files[n]` order.
+    pub files: HashMap<u64, Vec<(String, Vec<u8>)>>,
+    /// Attachments given with slash commands: id → (filename, bytes), served on request.
+    pub cdn: HashMap<u64, (String, Vec<u8>)>,
+    /// `GET /attachments/…` served.
+    pub downloads: usize,
+    /// The files of the multipart request being handled, for its create.
+    upload: Option<Vec<(String, Vec<u8>)>>,
     rate: ratelimit::RateState,
     /// (channel, nonce as JSON) → (message, when created), for `enforce_nonce`.
     nonces: HashMap<(u64, String), (u64, Instant)>,
@@ -335,6 +350,7 @@ impl FakeDiscord {
         });
         let app = Router::new()
             .route("/gateway", get(gateway))
+            .route("/attachments/{id}/{name}", get(cdn))
             .fallback(rest)
             .with_state(Arc::clone(&shared));
         tokio::spawn(async move {
@@ -428,12 +444,19 @@ impl FakeDiscord {
 
     /// Sends a slash command as `who` in `channel`; returns the interaction id.
     pub fn slash(&self, who: &Person, channel: u64, name: &str, options: &[(&str, &str)]) -> u64 {
+        self.slash_raw(who, channel, name, string_options(options), None)
+    }
+
+    fn slash_raw(
+        &self,
+        who: &Person,
+        channel: u64,
+        name: &str,
+        opts: Vec<Value>,
+        resolved: Option<Value>,
+    ) -> u64 {
         let id = self.shared.snowflake();
         let token = format!("itoken-{id}");
-        let opts: Vec<Value> = options
-            .iter()
-            .map(|(k, v)| json!({"name": k, "type": 3, "value": v}))
-            .collect();
         let d = json!({
             "id": id.to_string(), "application_id": APP_ID.to_string(), "type": 2,
             "data": {"id": "100", "name": name, "type": 1, "options": opts, "guild_id": GUILD.to_string()},
@@ -444,6 +467,10 @@ impl FakeDiscord {
             "entitlements": [], "authorizing_integration_owners": {"0": GUILD.to_string()},
             "context": 0, "attachment_size_limit": 10485760
         });
+        let mut d = d;
+        if let Some(r) = resolved {
+            d["data"]["resolved"] = r;
+        }
         {
             let mut w = self.shared.world.lock().unwrap();
             w.people.insert(who.id, who.clone());
@@ -460,6 +487,32 @@ impl FakeDiscord {
         }
         self.dispatch("INTERACTION_CREATE", d);
         id
+    }
+
+    /// Sends `/name` with the string `options` and an attachment option `file` (type 11) whose
+    /// file is `bytes` named `filename`, in `data.resolved.attachments` as Discord sends it;
+    /// Discord reports `size` (normally `bytes.len()`). Returns the interaction id.
+    #[allow(clippy::too_many_arguments)]
+    pub fn slash_with_file(
+        &self,
+        who: &Person,
+        channel: u64,
+        name: &str,
+        options: &[(&str, &str)],
+        filename: &str,
+        bytes: &[u8],
+        size: usize,
+    ) -> u64 {
+        let att = self.shared.snowflake();
+        let url = format!("http://{}/attachments/{att}/{filename}", self.shared.addr);
+        self.world_mut(|w| w.cdn.insert(att, (filename.to_owned(), bytes.to_vec())));
+        let mut opts = string_options(options);
+        opts.push(json!({"name": "file", "type": 11, "value": att.to_string()}));
+        let resolved = json!({"attachments": {att.to_string(): {
+            "id": att.to_string(), "filename": filename, "size": size, "url": url,
+            "proxy_url": url, "content_type": "text/csv; charset=utf-8", "ephemeral": true
+        }}});
+        self.slash_raw(who, channel, name, opts, Some(resolved))
     }
 
     /// `who` presses the button `custom_id` under the reply to `under` (an interaction's
@@ -708,6 +761,129 @@ impl FakeDiscord {
                 .count()
         })
     }
+}
+
+fn string_options(options: &[(&str, &str)]) -> Vec<Value> {
+    options
+        .iter()
+        .map(|(k, v)| json!({"name": k, "type": 3, "value": v}))
+        .collect()
+}
+
+/// Discord's CDN for attachments given with slash commands.
+async fn cdn(
+    State(sh): State<Arc<Shared>>,
+    axum::extract::Path((id, name)): axum::extract::Path<(u64, String)>,
+) -> Response {
+    let found = {
+        let mut w = sh.world.lock().unwrap();
+        w.downloads += 1;
+        w.cdn
+            .get(&id)
+            .filter(|(n, _)| *n == name)
+            .map(|(_, b)| b.clone())
+    };
+    sh.changed();
+    match found {
+        Some(bytes) => bytes.into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// A multipart part: its field name, its filename if any, its bytes.
+type Part = (String, Option<String>, Vec<u8>);
+/// A file as sent: (filename, bytes).
+type File = (String, Vec<u8>);
+
+/// Splits a `multipart/form-data` body into (name, filename, bytes) parts.
+fn multipart_parts(content_type: &str, body: &[u8]) -> Result<Vec<Part>, String> {
+    let boundary = content_type
+        .split(';')
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix("boundary="))
+        .ok_or("multipart without a boundary")?
+        .trim_matches('"');
+    let delim = format!("--{boundary}");
+    let find = |hay: &[u8], needle: &[u8], from: usize| {
+        hay[from..]
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|p| p + from)
+    };
+    let mut at = find(body, delim.as_bytes(), 0).ok_or("no first boundary")? + delim.len();
+    let mut parts = Vec::new();
+    // Bounded by the body: each part moves past one boundary.
+    loop {
+        if body[at..].starts_with(b"--") {
+            return Ok(parts);
+        }
+        let start = at + 2; // CRLF after the boundary
+        let head_end = find(body, b"\r\n\r\n", start).ok_or("a part without headers")?;
+        let head = String::from_utf8_lossy(&body[start..head_end]).to_string();
+        let next = find(body, format!("\r\n{delim}").as_bytes(), head_end)
+            .ok_or("a part without a closing boundary")?;
+        let content = body[head_end + 4..next].to_vec();
+        let disposition = head
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))
+            .ok_or("a part without Content-Disposition")?;
+        let field = |key: &str| {
+            disposition
+                .split(';')
+                .map(str::trim)
+                .find_map(|p| p.strip_prefix(&format!("{key}=")))
+                .map(|v| v.trim_matches('"').to_owned())
+        };
+        let name = field("name").ok_or("a part without a name")?;
+        parts.push((name, field("filename"), content));
+        at = next + 2 + delim.len();
+    }
+}
+
+/// The JSON of a multipart create and its files, checked for the shape Discord documents.
+fn read_multipart(content_type: &str, body: &[u8]) -> Result<(Value, Vec<File>), String> {
+    let parts = multipart_parts(content_type, body)?;
+    let payload = parts
+        .iter()
+        .find(|(n, _, _)| n == "payload_json")
+        .ok_or("multipart without payload_json")?;
+    let json: Value =
+        serde_json::from_slice(&payload.2).map_err(|e| format!("payload_json is not JSON: {e}"))?;
+    let declared = json["attachments"].as_array().cloned().unwrap_or_default();
+    let mut files = Vec::new();
+    for (name, filename, bytes) in &parts {
+        if name == "payload_json" {
+            continue;
+        }
+        let n = name
+            .strip_prefix("files[")
+            .and_then(|r| r.strip_suffix(']'))
+            .ok_or(format!("unexpected part `{name}`"))?;
+        let filename = filename
+            .clone()
+            .ok_or(format!("`{name}` without a filename"))?;
+        let entry = declared
+            .iter()
+            .find(|a| {
+                a["id"].as_str() == Some(n)
+                    || a["id"].as_u64().map(|i| i.to_string()).as_deref() == Some(n)
+            })
+            .ok_or(format!("`{name}` is not in payload_json.attachments"))?;
+        if entry["filename"].as_str().is_some_and(|f| f != filename) {
+            return Err(format!(
+                "`{name}`'s filename differs from payload_json.attachments"
+            ));
+        }
+        files.push((filename, bytes.clone()));
+    }
+    if files.len() != declared.len() {
+        return Err(format!(
+            "payload_json.attachments names {} files, {} sent",
+            declared.len(),
+            files.len()
+        ));
+    }
+    Ok((json, files))
 }
 
 fn reaction_json(who: &Person, channel: u64, message: u64, emoji: &str) -> Value {
@@ -992,8 +1168,33 @@ async fn rest(State(sh): State<Arc<Shared>>, req: Request) -> Response {
                 .collect()
         })
         .unwrap_or_default();
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let mut upload = None;
     let json_body: Option<Value> = if body.is_empty() {
         None
+    } else if content_type.starts_with("multipart/form-data") {
+        match read_multipart(&content_type, &body) {
+            Ok((v, files)) if method == Method::POST && decoded.ends_with("/messages") => {
+                upload = Some(files);
+                Some(v)
+            }
+            Ok(_) => {
+                let v = format!("{method} {decoded}: files sent where none are taken");
+                sh.world.lock().unwrap().violations.push(v);
+                sh.changed();
+                return discord_error(StatusCode::BAD_REQUEST, 50035, "Invalid Form Body");
+            }
+            Err(e) => {
+                let v = format!("{method} {decoded}: {e}");
+                sh.world.lock().unwrap().violations.push(v);
+                sh.changed();
+                return discord_error(StatusCode::BAD_REQUEST, 50035, "Invalid Form Body");
+            }
+        }
     } else {
         match serde_json::from_slice(&body) {
             Ok(v) => Some(v),
@@ -1056,6 +1257,7 @@ async fn rest(State(sh): State<Arc<Shared>>, req: Request) -> Response {
             match ratelimit::admit(&mut w, method.as_str(), &matched.template, channel, now) {
                 Err(refused) => *refused,
                 Ok(limit_headers) => {
+                    w.upload = upload;
                     let mut answer = handle(
                         &sh,
                         &mut w,
@@ -1450,6 +1652,9 @@ fn create_message(
         nonce,
     };
     let out = message_json(&m, &bot_person().user_json());
+    if let Some(files) = w.upload.take() {
+        w.files.insert(id, files);
+    }
     w.messages.insert(id, m);
     w.order.push(id);
     axum::Json(out).into_response()

@@ -211,3 +211,75 @@ async fn the_original_can_be_edited_after_an_immediate_reply() {
     c.fake
         .world(|w| assert_eq!(w.interactions[&id].texts, ["hi", "edited"]));
 }
+
+/// A multipart create as `parts` (name, filename, body), raw.
+async fn post_multipart(c: &Client, parts: &[(&str, Option<&str>, &str)]) -> u16 {
+    let boundary = "b0undary";
+    let mut body = String::new();
+    for (name, filename, content) in parts {
+        let file = filename
+            .map(|f| format!("; filename=\"{f}\""))
+            .unwrap_or_default();
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"{file}\r\n\r\n{content}\r\n"
+        ));
+    }
+    body.push_str(&format!("--{boundary}--\r\n"));
+    let res = c
+        .http
+        .post(format!(
+            "{}/api/v10/channels/{CHANNEL}/messages",
+            c.fake.base
+        ))
+        .header("authorization", format!("Bot {TOKEN}"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("the fake answers");
+    res.status().as_u16()
+}
+
+#[tokio::test]
+async fn a_file_needs_payload_json_and_a_matching_attachments_entry() {
+    let c = Client::start().await;
+    let mut payload = msg("plan", "n-file");
+    payload["attachments"] = json!([{"id": "0", "filename": "plan.csv"}]);
+    let p = payload.to_string();
+    let ok = post_multipart(
+        &c,
+        &[
+            ("payload_json", None, &p),
+            ("files[0]", Some("plan.csv"), "upn\r\na@b.c"),
+        ],
+    )
+    .await;
+    assert_eq!(ok, 200);
+    assert!(c.fake.violations().is_empty(), "{:?}", c.fake.violations());
+    let files = c
+        .fake
+        .world(|w| w.files.values().cloned().collect::<Vec<_>>());
+    assert_eq!(
+        files,
+        vec![vec![("plan.csv".to_owned(), b"upn\r\na@b.c".to_vec())]]
+    );
+    // No payload_json; a file not named in attachments; a filename that differs.
+    let bad: [&[(&str, Option<&str>, &str)]; 3] = [
+        &[("files[0]", Some("plan.csv"), "x")],
+        &[
+            ("payload_json", None, &msg("x", "n2").to_string()),
+            ("files[0]", Some("plan.csv"), "x"),
+        ],
+        &[
+            ("payload_json", None, &p),
+            ("files[0]", Some("other.csv"), "x"),
+        ],
+    ];
+    for (i, parts) in bad.iter().enumerate() {
+        assert_eq!(post_multipart(&c, parts).await, 400, "case {i}");
+    }
+    assert_eq!(c.fake.violations().len(), 3, "{:?}", c.fake.violations());
+}
