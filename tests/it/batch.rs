@@ -361,7 +361,6 @@ async fn a_429_storm_never_reaches_a_step() {
 /// batch as one line and its rows on request.
 #[test]
 fn the_console_runs_a_batch_from_a_csv_file() {
-    use std::io::Write;
     let dir = std::env::temp_dir().join(format!("fixbot-list-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     // The console splits words on spaces: a path without any.
@@ -378,23 +377,7 @@ fn the_console_runs_a_batch_from_a_csv_file() {
          alice: /fix-status\n",
         plain.display()
     );
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_o365-fixbot"))
-        .args(["demo", "--stdin"])
-        .env("RUST_LOG", "error")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().expect("binary finishes");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let text = crate::console::run_script(&script);
     assert!(
         text.contains("entry 4 `ADELE@contoso.com` is left out: listed before"),
         "{text}"

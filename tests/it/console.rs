@@ -9,7 +9,8 @@ fn bin() -> Command {
     c
 }
 
-fn run_script(script: &str) -> String {
+/// Runs `demo --stdin` on `script`; asserts a clean exit and returns what it printed.
+pub fn run_script(script: &str) -> String {
     let mut child = bin()
         .args(["demo", "--stdin"])
         .stdin(Stdio::piped())

@@ -216,26 +216,10 @@ fn the_cli_refuses_a_malformed_upn() {
 
 #[test]
 fn the_console_answers_diagnose_only_to_the_asker() {
-    use std::io::Write;
-    let mut child = bin()
-        .args(["demo", "--stdin"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("binary starts");
     let script = "alice: /diagnose user:lynne@contoso.com\n\
                   alice: /diagnose user:not-a-upn\n\
                   alice: /diagnose\n";
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().expect("binary finishes");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
+    let stdout = crate::console::run_script(script);
     assert!(
         stdout.contains("fixbot: (only to alice) Diagnosis of lynne@contoso.com"),
         "{stdout}"
@@ -283,28 +267,12 @@ async fn okta_value_held_by_another_entra_user_needs_the_full_repair() {
 /// approves; the next diagnosis is healthy. Without a diagnosis there is nothing to take.
 #[test]
 fn the_console_turns_a_diagnosis_into_a_plan() {
-    use std::io::Write;
-    let mut child = bin()
-        .args(["demo", "--stdin"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("binary starts");
     let script = "carol: react 🔧\n\
                   alice: /diagnose user:megan@contoso.com\n\
                   alice: react 🔧\n\
                   bob: react ✅\n\
                   bob: /diagnose user:megan@contoso.com\n";
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().expect("binary finishes");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
+    let stdout = crate::console::run_script(script);
     assert!(
         stdout.contains("(only to carol) no fix is on offer"),
         "{stdout}"
