@@ -232,6 +232,7 @@ pub fn outcome_csv(s: &BatchSummary) -> String {
         "okta_immutable_id",
         "message",
         "run",
+        "request_ids",
     ]);
     for r in &s.results {
         out.push_str(&row(&[
@@ -241,10 +242,11 @@ pub fn outcome_csv(s: &BatchSummary) -> String {
             r.okta_immutable_id.as_deref().unwrap_or(""),
             &r.message,
             &r.run,
+            &r.request_ids.join(" "),
         ]));
     }
     for r in &s.refused {
-        out.push_str(&row(&[&r.upn, "refused", "", "", &r.why, ""]));
+        out.push_str(&row(&[&r.upn, "refused", "", "", &r.why, "", ""]));
     }
     out
 }

@@ -110,6 +110,10 @@ pub struct MemberResult {
     pub message: String,
     pub entra_immutable_id: Option<String>,
     pub okta_immutable_id: Option<String>,
+    /// The services' request ids of the user's journalled calls (Graph `request-id`, Okta
+    /// `X-Okta-Request-Id`), in order: what a support case with either vendor needs.
+    #[serde(default)]
+    pub request_ids: Vec<String>,
 }
 
 /// A batch at its end, computed from its users' runs as stored.
@@ -409,6 +413,17 @@ impl Engine {
                     }),
                 entra_immutable_id: summary.as_ref().and_then(|s| s.entra_immutable_id.clone()),
                 okta_immutable_id: summary.as_ref().and_then(|s| s.okta_immutable_id.clone()),
+                request_ids: {
+                    let mut ids: Vec<String> = self
+                        .inner
+                        .store
+                        .journal(member)?
+                        .into_iter()
+                        .filter_map(|e| e.request_id)
+                        .collect();
+                    ids.dedup();
+                    ids
+                },
             });
         }
         Ok(BatchSummary {

@@ -125,6 +125,10 @@ async fn an_approved_batch_repairs_every_user_inside_one_provisioning_window() {
     assert_eq!(row.state, BatchState::Done);
     let csv = o365_fixbot::chat::batch_render::outcome_csv(&s);
     assert_eq!(csv.matches("succeeded").count(), 4, "{csv}");
+    // Each user's row carries the services' request ids of its writes.
+    assert!(s.results.iter().all(|r| r.request_ids.len() >= 4), "{s:?}");
+    let adele = s.results.iter().find(|r| r.upn == ADELE).unwrap();
+    assert!(csv.contains(&adele.request_ids.join(" ")), "{csv}");
 }
 
 #[tokio::test]
