@@ -1450,7 +1450,9 @@ mod check {
                 ),
                 (
                     BOT_ROLE,
-                    perm::CREATE_PUBLIC_THREADS | perm::SEND_MESSAGES_IN_THREADS,
+                    perm::CREATE_PUBLIC_THREADS
+                        | perm::SEND_MESSAGES_IN_THREADS
+                        | perm::ATTACH_FILES,
                 ),
             ]
         });
@@ -1465,6 +1467,23 @@ mod check {
         assert!(
             !f[0].contains("SEND_MESSAGES"),
             "only what is missing: {f:?}"
+        );
+        only_gets(&fake);
+    }
+
+    /// A bulk repair's plan carries its CSV: without ATTACH_FILES it could not be posted.
+    #[tokio::test]
+    async fn a_bot_that_cannot_attach_files_is_told_so() {
+        let fake = FakeDiscord::start().await;
+        fake.world_mut(|w| {
+            w.guild.roles[1].1 &= !perm::ATTACH_FILES;
+        });
+        let checks = run(&fake, |_| {}).await;
+        let f = failures(&checks);
+        assert_eq!(f.len(), 1, "{checks:#?}");
+        assert!(
+            f[0].contains("the bot lacks ATTACH_FILES (to attach a bulk repair's CSV"),
+            "{f:?}"
         );
         only_gets(&fake);
     }

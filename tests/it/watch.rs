@@ -622,7 +622,7 @@ async fn check_config_checks_the_watch_channel_for_what_the_cards_need() {
             ),
             (
                 BOT_ROLE,
-                perm::CREATE_PUBLIC_THREADS | perm::SEND_MESSAGES_IN_THREADS,
+                perm::CREATE_PUBLIC_THREADS | perm::SEND_MESSAGES_IN_THREADS | perm::ATTACH_FILES,
             ),
         ]
     });

@@ -28,6 +28,7 @@ pub const ADMINISTRATOR: u64 = 1 << 3;
 pub const ADD_REACTIONS: u64 = 1 << 6;
 pub const VIEW_CHANNEL: u64 = 1 << 10;
 pub const SEND_MESSAGES: u64 = 1 << 11;
+pub const ATTACH_FILES: u64 = 1 << 15;
 pub const READ_MESSAGE_HISTORY: u64 = 1 << 16;
 pub const CREATE_PUBLIC_THREADS: u64 = 1 << 35;
 pub const SEND_MESSAGES_IN_THREADS: u64 = 1 << 38;
@@ -55,6 +56,11 @@ pub const NEEDED: &[(&str, u64, &str)] = &[
         "SEND_MESSAGES_IN_THREADS",
         SEND_MESSAGES_IN_THREADS,
         "to post each step in the thread",
+    ),
+    (
+        "ATTACH_FILES",
+        ATTACH_FILES,
+        "to attach a bulk repair's CSV to its plan and summary",
     ),
 ];
 

@@ -72,6 +72,7 @@ pub mod perm {
     pub const ADD_REACTIONS: u64 = 1 << 6;
     pub const VIEW_CHANNEL: u64 = 1 << 10;
     pub const SEND_MESSAGES: u64 = 1 << 11;
+    pub const ATTACH_FILES: u64 = 1 << 15;
     pub const READ_MESSAGE_HISTORY: u64 = 1 << 16;
     pub const CREATE_PUBLIC_THREADS: u64 = 1 << 35;
     pub const SEND_MESSAGES_IN_THREADS: u64 = 1 << 38;
@@ -98,7 +99,7 @@ impl Default for GuildModel {
                 (GUILD, VIEW_CHANNEL | SEND_MESSAGES | READ_MESSAGE_HISTORY),
                 (
                     BOT_ROLE,
-                    ADD_REACTIONS | CREATE_PUBLIC_THREADS | SEND_MESSAGES_IN_THREADS,
+                    ADD_REACTIONS | CREATE_PUBLIC_THREADS | SEND_MESSAGES_IN_THREADS | ATTACH_FILES,
                 ),
                 (REQUESTER_ROLE, 0),
                 (APPROVER_ROLE, 0),
