@@ -183,6 +183,10 @@ CREATE TABLE batches (
 );
 CREATE INDEX batches_state ON batches(state);
 "#,
+    // A message's components (a diagnosis's fix button on a watch card), posted with it.
+    r#"
+ALTER TABLE outbox ADD COLUMN components_json TEXT;
+"#,
 ];
 
 /// The schema as the first release created it, for upgrade tests.

@@ -41,6 +41,9 @@ pub struct NewMessage {
     /// Not sent before this (coalescing): a pending revision keeps its earlier due time.
     pub due_at_ms: i64,
     pub mode: Put,
+    /// Message components (an action row with a button) posted with the message; edits keep
+    /// them, as Discord does when an edit does not name them.
+    pub components: Option<Value>,
 }
 
 /// What a front end may say when a run's outcome is recorded: it is queued in the same
@@ -87,6 +90,7 @@ pub struct OutboxRow {
     pub due_at_ms: i64,
     pub attempts: i64,
     pub last_error: Option<String>,
+    pub components: Option<Value>,
 }
 
 impl OutboxRow {
@@ -106,7 +110,8 @@ fn id_text(v: Option<String>) -> Option<u64> {
 }
 
 const COLUMNS: &str = "id, key, run_id, channel_id, fallback_json, reply_to, content, pings_json, \
-     nonce, revision, sent_revision, message_id, state, due_at_ms, attempts, last_error, format";
+     nonce, revision, sent_revision, message_id, state, due_at_ms, attempts, last_error, format, \
+     components_json";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<Option<OutboxRow>> {
     // A row written by a later release in a format this one does not know is left alone.
@@ -132,6 +137,9 @@ fn row(r: &Row<'_>) -> rusqlite::Result<Option<OutboxRow>> {
         due_at_ms: r.get(13)?,
         attempts: r.get(14)?,
         last_error: r.get(15)?,
+        components: r
+            .get::<_, Option<String>>(17)?
+            .and_then(|s| serde_json::from_str(&s).ok()),
     }))
 }
 
@@ -391,10 +399,12 @@ pub(super) fn put(c: &Connection, m: &NewMessage) -> rusqlite::Result<bool> {
     let fallback = m
         .fallback
         .map(|f| serde_json::to_string(&f).unwrap_or_default());
+    let components = m.components.as_ref().map(Value::to_string);
     let inserted = c.execute(
         "INSERT INTO outbox (format, key, run_id, channel_id, fallback_json, reply_to, content,
-            pings_json, nonce, revision, state, due_at_ms, created_at_ms, updated_at_ms, message_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, 'live', ?10, ?11, ?11, ?12)
+            pings_json, nonce, revision, state, due_at_ms, created_at_ms, updated_at_ms, message_id,
+            components_json)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, 'live', ?10, ?11, ?11, ?12, ?13)
          ON CONFLICT(key) DO NOTHING",
         params![
             FORMAT,
@@ -408,7 +418,8 @@ pub(super) fn put(c: &Connection, m: &NewMessage) -> rusqlite::Result<bool> {
             nonce(),
             m.due_at_ms,
             now,
-            m.edits.map(|e| e.to_string())
+            m.edits.map(|e| e.to_string()),
+            components
         ],
     )?;
     if inserted == 1 || mode == Put::Once {
@@ -450,6 +461,7 @@ mod tests {
             pings: vec![],
             due_at_ms: due,
             mode,
+            components: None,
         }
     }
 

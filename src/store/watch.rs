@@ -65,6 +65,8 @@ pub struct FindingUpdate {
     pub reason: Option<String>,
     /// The card, as it goes to the channel.
     pub card: String,
+    /// The card's fix button, when the bot can do the fix.
+    pub components: Option<serde_json::Value>,
 }
 
 /// A finding as stored.
@@ -220,6 +222,7 @@ fn observe(
                             pings: Vec::new(),
                             due_at_ms: now,
                             mode: super::Put::Once,
+                            components: f.components.clone(),
                         },
                     )?;
                 }
@@ -365,6 +368,7 @@ mod tests {
             display_message: None,
             reason: None,
             card: format!("card for {upn}"),
+            components: None,
         })
     }
 

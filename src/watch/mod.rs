@@ -318,6 +318,8 @@ impl Watch {
                     display_message: e.display_message.clone(),
                     reason: e.outcome.as_ref().and_then(|o| o.reason.clone()),
                     card: text,
+                    // Pressed in a repair channel, it plans the fix for a second person.
+                    components: crate::chat::discord::offer::components(d),
                 }));
             } else {
                 observations.push(Observation::Healthy {

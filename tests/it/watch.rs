@@ -1,7 +1,7 @@
 //! The watch: System Log provisioning failures become diagnosis cards, through the real Okta
 //! and Graph clients against the sandbox, with the state in a real store file.
 
-use crate::discord::{bob, rig};
+use crate::discord::{alice, bob, rig};
 use crate::fake_discord::CHANNEL;
 use crate::harness::{graph, okta, sandbox_with};
 use crate::pipeline::test_policy;
@@ -356,6 +356,38 @@ async fn serve_runs_the_watch_into_the_ops_channel_and_fix_status_shows_the_find
         .wait_text(CHANNEL, "Okta could not provision megan@contoso.com", T)
         .await;
     assert!(card.contains("Offered fix: Entra-only repair"), "{card}");
+    // The card carries the fix as a button: pressed in a repair channel, it plans the fix for a
+    // second person's approval, as a diagnosis's button does.
+    let (card_id, button) = rig.fake.world(|w| {
+        let id = *w
+            .order
+            .iter()
+            .find(|m| {
+                w.messages[m]
+                    .content
+                    .contains("Okta could not provision megan")
+            })
+            .expect("the card");
+        let b = w.components[&id][0]["components"][0]["custom_id"]
+            .as_str()
+            .expect("a button")
+            .to_owned();
+        (id, b)
+    });
+    assert!(
+        button.starts_with(&format!("fix:e:{MEGAN_OKTA_IMMUTABLE_ID}:")),
+        "{button}"
+    );
+    let press = rig
+        .fake
+        .press_on_message(&alice(), CHANNEL, card_id, &button);
+    assert_eq!(
+        rig.fake.wait_response(press, T).await.response,
+        Some((4, 64))
+    );
+    let plan = rig.fake.wait_plan(CHANNEL, MEGAN, T).await;
+    let text = rig.fake.world(|w| w.messages[&plan].content.clone());
+    assert!(text.contains("Mode: Entra-only"), "{text}");
     // A later failure is found by a later poll.
     assert!(rig.env.sb.record_push_failure_of(ALEX));
     rig.fake

@@ -399,6 +399,7 @@ impl Bot {
             pings,
             nonce: &nonce,
             reply_to: None,
+            components: None,
         };
         self.outbox
             .rest()
@@ -507,6 +508,7 @@ impl Bot {
             pings: vec![],
             due_at_ms: now_ms(),
             mode: Put::Revise,
+            components: None,
         });
     }
 
@@ -864,6 +866,7 @@ impl Bot {
             pings: vec![],
             due_at_ms: now_ms(),
             mode: Put::Revise,
+            components: None,
         });
         self.outbox.wake();
     }

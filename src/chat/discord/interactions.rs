@@ -399,6 +399,7 @@ impl Bot {
             pings: &[],
             nonce: &nonce,
             reply_to: None,
+            components: None,
         };
         let id = self
             .outbox
@@ -463,6 +464,7 @@ impl Bot {
                     pings: vec![],
                     due_at_ms: now_ms(),
                     mode: Put::Once,
+                    components: None,
                 });
                 Ok(())
             }

@@ -21,7 +21,7 @@ pub mod commands;
 mod expiry;
 mod interactions;
 pub mod limits;
-mod offer;
+pub mod offer;
 pub mod outbox;
 mod place;
 pub mod post;

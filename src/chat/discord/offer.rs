@@ -83,6 +83,16 @@ pub fn button(d: &Diagnosis) -> Option<(String, &'static str)> {
     Some((offer.custom_id(), label))
 }
 
+/// The button as message components (one action row with one primary button), for a message
+/// sent through the REST client or the outbox (a watch card).
+pub fn components(d: &Diagnosis) -> Option<serde_json::Value> {
+    let (custom_id, label) = button(d)?;
+    Some(serde_json::json!([{
+        "type": 1,
+        "components": [{"type": 2, "style": 1, "label": label, "custom_id": custom_id}]
+    }]))
+}
+
 impl Bot {
     /// A button press: only a diagnosis's fix button is known.
     pub async fn on_component(self: &Arc<Self>, poster: &Poster, press: ComponentInteraction) {

@@ -278,6 +278,7 @@ impl Outbox {
                     pings: &row.pings,
                     nonce: &row.nonce,
                     reply_to: row.reply_to,
+                    components: row.components.as_ref(),
                 };
                 rest.create_message(row.channel, &post).await
             }
@@ -375,6 +376,7 @@ mod tests {
             due_at_ms: due,
             attempts: 0,
             last_error: None,
+            components: None,
         }
     }
 

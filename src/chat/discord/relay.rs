@@ -69,6 +69,7 @@ pub(super) fn in_thread(
         pings,
         due_at_ms: due,
         mode,
+        components: None,
     }
 }
 
@@ -165,6 +166,7 @@ pub(super) fn announcer(ttl: Duration) -> Announcer {
                 pings: vec![],
                 due_at_ms: now_ms(),
                 mode: Put::Revise,
+                components: None,
             });
         }
         out
@@ -242,6 +244,7 @@ impl Bot {
                 pings: vec![],
                 due_at_ms: now_ms(),
                 mode: Put::Revise,
+                components: None,
             },
         ]
     }
@@ -287,6 +290,7 @@ impl Bot {
             pings: vec![],
             due_at_ms: now_ms(),
             mode: Put::Revise,
+            components: None,
         });
     }
 

@@ -64,6 +64,8 @@ pub struct Post<'a> {
     pub nonce: &'a str,
     /// Posted as a reply to this message (in the same channel).
     pub reply_to: Option<u64>,
+    /// Message components (action rows), e.g. a diagnosis's fix button.
+    pub components: Option<&'a Value>,
 }
 
 /// A file sent with a message as `files[0]` of a multipart body.
@@ -133,7 +135,10 @@ impl DiscordRest {
 
     /// Creates a message; returns its id. A repeated nonce returns the first message's id.
     pub async fn create_message(&self, channel: u64, post: &Post<'_>) -> Result<u64, RestError> {
-        let body = message_body(channel, post);
+        let mut body = message_body(channel, post);
+        if let Some(c) = post.components {
+            body["components"] = c.clone();
+        }
         let v = self.call(&create_route(channel), Some(&body), None).await?;
         message_id(&v)
     }

@@ -266,6 +266,8 @@ pub struct World {
     pub refuse_threads: bool,
     /// Files attached to created messages: message id → (filename, bytes), in `files[n]` order.
     pub files: HashMap<u64, Vec<(String, Vec<u8>)>>,
+    /// Components a message was created with (its buttons), by message id.
+    pub components: HashMap<u64, Value>,
     /// Attachments given with slash commands: id → (filename, bytes), served on request.
     pub cdn: HashMap<u64, (String, Vec<u8>)>,
     /// `GET /attachments/…` served.
@@ -520,8 +522,6 @@ impl FakeDiscord {
     /// ephemeral reply); returns the new interaction's id. As Discord does, the press carries
     /// the message the button is on.
     pub fn press(&self, who: &Person, channel: u64, under: u64, custom_id: &str) -> u64 {
-        let id = self.shared.snowflake();
-        let token = format!("itoken-{id}");
         let message = self.world(|w| {
             let i = &w.interactions[&under];
             let mut m = message_json(
@@ -541,6 +541,28 @@ impl FakeDiscord {
             m["components"] = json!(i.components);
             m
         });
+        self.press_with(who, channel, message, custom_id)
+    }
+
+    /// `who` presses the button `custom_id` on channel message `message` (a watch card, say).
+    pub fn press_on_message(
+        &self,
+        who: &Person,
+        channel: u64,
+        message: u64,
+        custom_id: &str,
+    ) -> u64 {
+        let message = self.world(|w| {
+            let mut m = message_json(&w.messages[&message], &bot_person().user_json());
+            m["components"] = w.components.get(&message).cloned().unwrap_or(json!([]));
+            m
+        });
+        self.press_with(who, channel, message, custom_id)
+    }
+
+    fn press_with(&self, who: &Person, channel: u64, message: Value, custom_id: &str) -> u64 {
+        let id = self.shared.snowflake();
+        let token = format!("itoken-{id}");
         let d = json!({
             "id": id.to_string(), "application_id": APP_ID.to_string(), "type": 3,
             "data": {"custom_id": custom_id, "component_type": 2},
@@ -1655,6 +1677,32 @@ fn create_message(
     let out = message_json(&m, &bot_person().user_json());
     if let Some(files) = w.upload.take() {
         w.files.insert(id, files);
+    }
+    if let Some(rows) = body.get("components").filter(|c| !c.is_null()) {
+        // Discord: action rows (type 1) of at most 5 buttons (type 2); a non-link button needs
+        // a custom_id of 1–100 characters and a label of at most 80.
+        let ok = rows.as_array().is_some_and(|rows| {
+            rows.len() <= 5
+                && rows.iter().all(|r| {
+                    r["type"] == 1
+                        && r["components"].as_array().is_some_and(|bs| {
+                            bs.len() <= 5
+                                && bs.iter().all(|b| {
+                                    let id = b["custom_id"].as_str().unwrap_or("");
+                                    b["type"] == 2
+                                        && (1..=100).contains(&id.chars().count())
+                                        && b["label"]
+                                            .as_str()
+                                            .is_some_and(|l| l.chars().count() <= 80)
+                                })
+                        })
+                })
+        });
+        if !ok {
+            w.violations
+                .push(format!("message components break Discord's rules: {rows}"));
+        }
+        w.components.insert(id, rows.clone());
     }
     w.messages.insert(id, m);
     w.order.push(id);
