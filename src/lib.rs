@@ -12,4 +12,5 @@ pub mod pipeline;
 pub mod sandbox;
 pub mod secret;
 pub mod store;
+pub mod utc;
 pub mod watch;

@@ -906,8 +906,8 @@ impl<'a, W: Write> Console<'a, W> {
         let mut members = HashSet::new();
         let mut batch_lines = Vec::new();
         for b in self.engine.store().recent_batches(5).unwrap_or_default() {
-            if let Ok(s) = self.engine.batch_summary(&b, 0, std::time::Duration::ZERO) {
-                batch_lines.push(super::batch_render::status_line(&b, &s.progress));
+            if let Ok(p) = self.engine.batch_progress(&b) {
+                batch_lines.push(super::batch_render::status_line(&b, &p));
             }
             members.extend(b.members.iter().cloned());
         }

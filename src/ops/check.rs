@@ -391,7 +391,7 @@ fn describe_graph(e: &GraphError, permission: &str) -> String {
 /// The watch: one page of the System Log, read-only, as the watch will read it.
 pub async fn check_system_log(okta: &OktaClient) -> Check {
     use crate::directory::okta::{LogCursor, LogQuery, PROVISIONING_ERROR_EVENT_TYPES};
-    let since = crate::watch::utc::iso(std::time::SystemTime::now());
+    let since = crate::utc::iso(std::time::SystemTime::now());
     let query =
         LogQuery::provisioning_failures(okta.app_id(), PROVISIONING_ERROR_EVENT_TYPES, &since, 1);
     match okta.logs_page(&LogCursor::Start(query)).await {

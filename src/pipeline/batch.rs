@@ -88,7 +88,23 @@ pub struct BatchProgress {
     pub skipped: usize,
 }
 
+/// The outcome a run stored, if it has finished.
+fn run_summary(run: &crate::store::RunRow) -> Option<RunSummary> {
+    run.summary
+        .as_ref()
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+}
+
 impl BatchProgress {
+    /// Counts a user's run by its stored state and outcome; one not finished is not counted.
+    fn count_run(&mut self, state: RunState, summary: Option<&RunSummary>) {
+        match state {
+            RunState::Approved | RunState::Running | RunState::AwaitingApproval => {}
+            RunState::Cancelled | RunState::Expired => self.count(None),
+            _ => self.count(summary.map(|s| s.outcome)),
+        }
+    }
+
     fn count(&mut self, outcome: Option<RunOutcome>) {
         self.finished += 1;
         match outcome {
@@ -163,21 +179,19 @@ impl Engine {
             match planned {
                 // Two entries that resolve to one Entra user (a rename between the reads, say)
                 // are one user: repaired once, under the first entry.
-                Ok(plan) if plans.iter().any(|p| p.entra_id == plan.entra_id) => {
-                    let first = plans
-                        .iter()
-                        .find(|p| p.entra_id == plan.entra_id)
-                        .map(|p| p.upn.to_string())
-                        .unwrap_or_default();
-                    refused.push(RefusedUser {
+                Ok(mut plan) => match plans.iter().find(|p| p.entra_id == plan.entra_id) {
+                    Some(first) => refused.push(RefusedUser {
                         upn: upn.to_string(),
-                        why: format!("the same Entra user as {first}, listed before; repaired once under that entry."),
-                    });
-                }
-                Ok(mut plan) => {
-                    plan.batch = Some(id);
-                    plans.push(plan);
-                }
+                        why: format!(
+                            "the same Entra user as {}, listed before; repaired once under that entry.",
+                            first.upn
+                        ),
+                    }),
+                    None => {
+                        plan.batch = Some(id);
+                        plans.push(plan);
+                    }
+                },
                 Err(PlanError::Refused(r)) => refused.push(RefusedUser {
                     upn: upn.to_string(),
                     why: r.to_string(),
@@ -373,6 +387,20 @@ impl Engine {
         Ok(summary)
     }
 
+    /// The batch's counts as its users' runs stand now (runs only, no journal: for status lines).
+    pub fn batch_progress(&self, row: &BatchRow) -> anyhow::Result<BatchProgress> {
+        let mut progress = BatchProgress {
+            total: row.members.len(),
+            ..BatchProgress::default()
+        };
+        for member in &row.members {
+            if let Some(run) = self.inner.store.run(member)? {
+                progress.count_run(run.state, run_summary(&run).as_ref());
+            }
+        }
+        Ok(progress)
+    }
+
     /// The batch as its users' runs stand now: what happened is read back, never assumed.
     pub fn batch_summary(
         &self,
@@ -389,16 +417,8 @@ impl Engine {
             let Some(run) = self.inner.store.run(member)? else {
                 continue;
             };
-            let summary: Option<RunSummary> = run
-                .summary
-                .as_ref()
-                .and_then(|s| serde_json::from_value(s.clone()).ok());
-            let outcome = summary.as_ref().map(|s| s.outcome);
-            match run.state {
-                RunState::Approved | RunState::Running | RunState::AwaitingApproval => {}
-                RunState::Cancelled | RunState::Expired => progress.count(None),
-                _ => progress.count(outcome),
-            }
+            let summary = run_summary(&run);
+            progress.count_run(run.state, summary.as_ref());
             results.push(MemberResult {
                 upn: run.upn.clone(),
                 run: run.id.clone(),

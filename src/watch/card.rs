@@ -113,7 +113,7 @@ pub fn findings_text(store: &Store) -> Vec<String> {
                     "   {} · {} · since {} · offered fix: {}",
                     sanitize(&f.upn, 100),
                     f.verdict,
-                    super::utc::iso(super::utc::from_ms(f.opened_at_ms)),
+                    crate::utc::iso(crate::utc::from_ms(f.opened_at_ms)),
                     sanitize(&f.fix, 120)
                 )
             }))

@@ -17,7 +17,6 @@
 
 pub mod card;
 pub mod command;
-pub mod utc;
 
 use crate::config::WatchSettings;
 use crate::directory::okta::{LogCursor, LogEvent, LogQuery, OktaError};
@@ -149,7 +148,7 @@ impl Watch {
                 tracing::warn!(
                     "the Okta org or watch.event_types changed: the System Log is read again from shortly before the last poll"
                 );
-                utc::from_ms(s.updated_at_ms)
+                crate::utc::from_ms(s.updated_at_ms)
                     .checked_sub(REFILTER_OVERLAP)
                     .unwrap_or(SystemTime::UNIX_EPOCH)
             }
@@ -158,7 +157,7 @@ impl Watch {
                 .unwrap_or(SystemTime::UNIX_EPOCH),
         };
         let cursor = WatchCursor::Since {
-            since: utc::iso(fresh),
+            since: crate::utc::iso(fresh),
         };
         store
             .watch_set_cursor(&self.app_id, filter, &cursor)
@@ -190,7 +189,7 @@ impl Watch {
                 .map(|link| WatchCursor::Next { link })
                 .unwrap_or_else(|| cursor.clone());
             let (events, observations, cards) = self.handle(&page.events).await?;
-            let day = utc::day((self.clock)());
+            let day = crate::utc::day((self.clock)());
             let carded = self
                 .engine
                 .store()

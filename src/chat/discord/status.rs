@@ -40,8 +40,8 @@ impl Bot {
             out.push_str("**Bulk repairs**\n");
         }
         for b in &batches {
-            if let Ok(s) = self.engine.batch_summary(b, 0, std::time::Duration::ZERO) {
-                out.push_str(&format!("• {}\n", status_line(b, &s.progress)));
+            if let Ok(p) = self.engine.batch_progress(b) {
+                out.push_str(&format!("• {}\n", status_line(b, &p)));
             }
             members.extend(b.members.iter().cloned());
         }

@@ -458,11 +458,28 @@ impl FakeDiscord {
         opts: Vec<Value>,
         resolved: Option<Value>,
     ) -> u64 {
+        let mut data = json!({"id": "100", "name": name, "type": 1, "options": opts, "guild_id": GUILD.to_string()});
+        if let Some(r) = resolved {
+            data["resolved"] = r;
+        }
+        self.interact(who, channel, 2, data, None)
+    }
+
+    /// Delivers an `INTERACTION_CREATE` of `kind` (2 command, 3 component) as `who` in
+    /// `channel`, remembered for its answers; returns its id.
+    fn interact(
+        &self,
+        who: &Person,
+        channel: u64,
+        kind: u64,
+        data: Value,
+        message: Option<Value>,
+    ) -> u64 {
         let id = self.shared.snowflake();
         let token = format!("itoken-{id}");
-        let d = json!({
-            "id": id.to_string(), "application_id": APP_ID.to_string(), "type": 2,
-            "data": {"id": "100", "name": name, "type": 1, "options": opts, "guild_id": GUILD.to_string()},
+        let mut d = json!({
+            "id": id.to_string(), "application_id": APP_ID.to_string(), "type": kind,
+            "data": data,
             "guild_id": GUILD.to_string(), "channel_id": channel.to_string(),
             "channel": {"id": channel.to_string(), "type": 0, "name": "identity-ops"},
             "member": who.member_json(), "token": token, "version": 1,
@@ -470,9 +487,8 @@ impl FakeDiscord {
             "entitlements": [], "authorizing_integration_owners": {"0": GUILD.to_string()},
             "context": 0, "attachment_size_limit": 10485760
         });
-        let mut d = d;
-        if let Some(r) = resolved {
-            d["data"]["resolved"] = r;
+        if let Some(m) = message {
+            d["message"] = m;
         }
         {
             let mut w = self.shared.world.lock().unwrap();
@@ -561,35 +577,8 @@ impl FakeDiscord {
     }
 
     fn press_with(&self, who: &Person, channel: u64, message: Value, custom_id: &str) -> u64 {
-        let id = self.shared.snowflake();
-        let token = format!("itoken-{id}");
-        let d = json!({
-            "id": id.to_string(), "application_id": APP_ID.to_string(), "type": 3,
-            "data": {"custom_id": custom_id, "component_type": 2},
-            "message": message,
-            "guild_id": GUILD.to_string(), "channel_id": channel.to_string(),
-            "channel": {"id": channel.to_string(), "type": 0, "name": "identity-ops"},
-            "member": who.member_json(), "token": token, "version": 1,
-            "app_permissions": "2251799813685247", "locale": "en-US", "guild_locale": "en-US",
-            "entitlements": [], "authorizing_integration_owners": {"0": GUILD.to_string()},
-            "context": 0, "attachment_size_limit": 10485760
-        });
-        {
-            let mut w = self.shared.world.lock().unwrap();
-            w.people.insert(who.id, who.clone());
-            w.interactions.insert(
-                id,
-                Interaction {
-                    id,
-                    token,
-                    dispatched: Some(Instant::now()),
-                    payload: d.clone(),
-                    ..Interaction::default()
-                },
-            );
-        }
-        self.dispatch("INTERACTION_CREATE", d);
-        id
+        let data = json!({"custom_id": custom_id, "component_type": 2});
+        self.interact(who, channel, 3, data, Some(message))
     }
 
     /// Delivers an interaction again, as Discord may after a resume.

@@ -1,9 +1,10 @@
-//! UTC dates as the System Log and the one-card-a-day rule need them, without a date library.
+//! UTC dates as Okta's System Log, the watch's one-card-a-day rule and the sandbox's services
+//! write them, without a date library.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// (year, month, day, hour, minute, second, millisecond) of `t` in UTC.
-fn civil(t: SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
+pub(crate) fn civil(t: SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     let secs = d.as_secs() as i64;
     let days = secs.div_euclid(86_400);
